@@ -1,0 +1,2 @@
+//! Helpers for the end-to-end tests in `tests/tests/`, which run the real
+//! `orchexd` and `orchexctl` binaries.
