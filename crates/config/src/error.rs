@@ -100,7 +100,7 @@ pub enum ConfigError {
         supported: u32,
     },
     /// The configuration parsed but is not valid; every issue is listed.
-    #[error("{} invalid in {}:\n{issues}", plural(issues.0.len()), path.display())]
+    #[error("{} in {}:\n{issues}", plural(issues.0.len()), path.display())]
     Invalid {
         /// The file concerned.
         path: PathBuf,

@@ -272,7 +272,7 @@ fn all_errors_are_reported_at_once() {
     ] {
         assert!(issues.mentions(key), "{err}");
     }
-    assert!(err.to_string().starts_with("4 errors invalid in"), "{err}");
+    assert!(err.to_string().starts_with("4 errors in"), "{err}");
 }
 
 #[test]
@@ -374,7 +374,11 @@ fn the_spec_v2_example_loads_with_every_kind_of_entry() {
     assert_eq!(pipeline.validate.len(), 1);
     assert_eq!(config.notifications[0].on.len(), 2);
     assert_eq!(
-        config.dashboard.auth_token.as_ref().map(orchex_core::config::Secret::expose),
+        config
+            .dashboard
+            .auth_token
+            .as_ref()
+            .map(orchex_core::config::Secret::expose),
         Some("change-me")
     );
     // A relative storage path is resolved against the file's directory.
