@@ -185,9 +185,65 @@ pub(crate) fn suggest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Op
     best.map(|(candidate, _)| candidate)
 }
 
+/// Every dotted key path of the schema (list entries as `name[].key`),
+/// excluding the children of free tables.
+#[cfg(test)]
+fn all_key_paths() -> Vec<String> {
+    fn collect(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    out.push(child_path.clone());
+                    if !FREE_TABLES.contains(&key.as_str()) {
+                        collect(child, &child_path, out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    collect(first, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    collect(&KEY_TREE, "", &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/config.md must document every key the schema knows.
+    #[test]
+    fn docs_config_md_documents_every_key() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md"))
+                .unwrap();
+        let mut missing = Vec::new();
+        for path in all_key_paths() {
+            let leaf = path.rsplit(['.', ']']).next().unwrap_or(&path);
+            // `commit.branch` is documented with its parent's name.
+            // Tables are documented by their heading, `[section]` or `[[list]]`.
+            let documented = docs.contains(&format!("`{leaf}`"))
+                || docs.contains(&format!("`commit.{leaf}`"))
+                || docs.contains(&format!("[{}", path.replace("[]", "")));
+            if !documented {
+                missing.push(path);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in docs/config.md: {missing:?}"
+        );
+    }
 
     #[test]
     fn the_key_tree_names_optional_and_nested_keys() {

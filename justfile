@@ -1,0 +1,46 @@
+# The everyday commands; `.ci/run` runs the same checks in CI.
+# Install just with `cargo install just` or `apt-get install just`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Type-check everything, benches included.
+check:
+    cargo check --workspace --all-targets
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The test suite (the README's test command).
+test:
+    cargo test --workspace
+
+# Every criterion benchmark, each next to its reference; see docs/performance.md.
+bench *ARGS:
+    cargo bench -p orchex-benches {{ARGS}}
+
+# One benchmark target, quickly (e.g. `just bench-quick resilience`).
+bench-quick NAME:
+    cargo bench -p orchex-benches --bench {{NAME}} -- --warm-up-time 1 --measurement-time 3
+
+# API docs, with warnings as errors.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# Run the daemon on the shipped config (a demo repository when none is configured).
+demo:
+    cargo run --release -p orchexd -- --config config/orchex.toml
+
+# Validate the shipped config and examples.
+check-config:
+    cargo run -q -p orchexd -- --check-config --config config/orchex.toml
+    for f in config/examples/*; do cargo run -q -p orchexctl -- config validate "$f" -o table; done
+
+# Everything CI does.
+ci:
+    .ci/run
