@@ -5,3 +5,16 @@
 //!
 //! It consumes a stream of `orchex-core` `Trigger`s and never depends on the
 //! monitor crate itself.
+//!
+//! Modules available so far:
+//! - [`routing`]: configuration → routing table → pipelines per trigger;
+//! - [`process`]: a step as a child process in its own process group, with
+//!   timeout, cancellation and bounded output capture.
+
+pub mod process;
+pub mod routing;
+
+pub use process::{
+    ProcessOutcome, ProcessSpec, SpawnError, Termination, kill_process_group, run_process,
+};
+pub use routing::{RouteEntry, RouteMatch, RoutingError, RoutingTable};

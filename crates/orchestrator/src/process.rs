@@ -1,0 +1,487 @@
+//! Running one step as a child process: its own process group, a timeout,
+//! cancellation, and bounded output capture.
+//!
+//! A step's program may fork. Killing only the direct child would leave its
+//! descendants running, so every step starts a new process group and every
+//! way a step can end (exit, timeout, cancellation) ends with `SIGKILL` to
+//! the whole group: no process outlives its step. The group id is reported
+//! as soon as the child is spawned so the caller can persist it and kill a
+//! group that survives a daemon crash ([`kill_process_group`]).
+//!
+//! Output (stdout and stderr, interleaved as read) is captured into a tail
+//! buffer that keeps only the last `output_limit` bytes, so a step printing
+//! gigabytes costs a bounded amount of memory.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+/// How long to keep reading output after the process group was killed; a
+/// descendant that escaped the group (`setsid`) may still hold the pipes.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// What to run, where, and within which limits.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec<'a> {
+    /// Program and arguments; `argv[0]` is looked up in `PATH`.
+    pub argv: &'a [String],
+    /// Working directory.
+    pub cwd: &'a Path,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Wall-time limit.
+    pub timeout: Duration,
+    /// Bytes of output kept (the tail).
+    pub output_limit: usize,
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal, not by us.
+    Signalled(i32),
+    /// It exceeded its timeout and its group was killed.
+    TimedOut,
+    /// It was cancelled and its group was killed.
+    Cancelled,
+}
+
+/// The result of running a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessOutcome {
+    /// How it ended.
+    pub termination: Termination,
+    /// Wall time from spawn to end.
+    pub duration: Duration,
+    /// The last `output_limit` bytes of output, as text.
+    pub output_tail: String,
+    /// Total bytes of output produced (kept or not).
+    pub output_bytes: u64,
+}
+
+impl ProcessOutcome {
+    /// Whether the process exited with code 0.
+    pub fn success(&self) -> bool {
+        self.termination == Termination::Exited(0)
+    }
+
+    /// The exit code, when the process exited on its own.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.termination {
+            Termination::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The process could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The argv array is empty.
+    #[error("the step's command is empty")]
+    EmptyArgv,
+    /// The OS refused to start it (program not found, not executable...).
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Sends `SIGKILL` to every process of the group `pgid`. A group that no
+/// longer exists is not an error.
+pub fn kill_process_group(pgid: u32) -> Result<(), nix::Error> {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return Err(nix::Error::EINVAL);
+    };
+    if raw <= 1 {
+        // Never signal "every process" (0) or init (1).
+        return Err(nix::Error::EINVAL);
+    }
+    match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Runs `spec` to completion, timeout or cancellation.
+///
+/// `on_spawn` receives the process group id right after the spawn, before
+/// any output is read.
+pub async fn run_process(
+    spec: &ProcessSpec<'_>,
+    cancel: &CancellationToken,
+    on_spawn: impl FnOnce(u32),
+) -> Result<ProcessOutcome, SpawnError> {
+    let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|source| SpawnError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    // With `process_group(0)` the group id is the child's pid.
+    let pgid = child.id().unwrap_or_default();
+    on_spawn(pgid);
+
+    let tail = Arc::new(Mutex::new(Tail::new(spec.output_limit)));
+    let capture = tokio::spawn(capture(
+        child.stdout.take(),
+        child.stderr.take(),
+        Arc::clone(&tail),
+    ));
+
+    let termination = tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => status_termination(status),
+            Err(_) => Termination::Signalled(0),
+        },
+        () = tokio::time::sleep(spec.timeout) => Termination::TimedOut,
+        () = cancel.cancelled() => Termination::Cancelled,
+    };
+    let duration = started.elapsed();
+    // Whatever happened, nothing of the group survives the step.
+    if let Err(err) = kill_process_group(pgid) {
+        tracing::warn!(pgid, %err, "cannot kill the step's process group");
+    }
+    let _ = child.wait().await;
+    let mut capture = capture;
+    if tokio::time::timeout(DRAIN_GRACE, &mut capture)
+        .await
+        .is_err()
+    {
+        capture.abort();
+    }
+    let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(ProcessOutcome {
+        termination,
+        duration,
+        output_tail: tail.text(),
+        output_bytes: tail.total,
+    })
+}
+
+fn status_termination(status: std::process::ExitStatus) -> Termination {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Termination::Exited(code),
+        (None, Some(signal)) => Termination::Signalled(signal),
+        (None, None) => Termination::Signalled(0),
+    }
+}
+
+async fn capture(
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    tail: Arc<Mutex<Tail>>,
+) {
+    tokio::join!(pump(stdout, &tail), pump(stderr, &tail));
+}
+
+async fn pump(reader: Option<impl AsyncRead + Unpin>, tail: &Mutex<Tail>) {
+    let Some(mut reader) = reader else { return };
+    let mut buffer = vec![0_u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(&buffer[..n]),
+        }
+    }
+}
+
+/// The last `limit` bytes of a stream, and its total length.
+#[derive(Debug)]
+struct Tail {
+    bytes: VecDeque<u8>,
+    limit: usize,
+    total: u64,
+}
+
+impl Tail {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: VecDeque::with_capacity(limit.min(64 * 1024)),
+            limit,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        let keep = chunk.len().min(self.limit);
+        let chunk = &chunk[chunk.len() - keep..];
+        let overflow = (self.bytes.len() + chunk.len()).saturating_sub(self.limit);
+        self.bytes.drain(..overflow);
+        self.bytes.extend(chunk);
+    }
+
+    fn text(&self) -> String {
+        let (front, back) = self.bytes.as_slices();
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        bytes.extend_from_slice(front);
+        bytes.extend_from_slice(back);
+        // The cut may fall inside a UTF-8 sequence: drop its continuation bytes.
+        let start = if self.total > self.bytes.len() as u64 {
+            bytes
+                .iter()
+                .position(|b| (b & 0xC0) != 0x80)
+                .unwrap_or(bytes.len())
+        } else {
+            0
+        };
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn argv(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    fn spec<'a>(argv: &'a [String], cwd: &'a Path, timeout: Duration) -> ProcessSpec<'a> {
+        ProcessSpec {
+            argv,
+            cwd,
+            env: vec![("ORCHEX_TEST_VAR".into(), "hello".into())],
+            timeout,
+            output_limit: 1024,
+        }
+    }
+
+    /// Whether `pid` is gone (or only a zombie waiting to be reaped).
+    fn is_dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X"),
+        }
+    }
+
+    async fn wait_dead(pid: i32) -> bool {
+        for _ in 0..200 {
+            if is_dead(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn captures_exit_code_environment_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = argv("echo out; echo err >&2; echo $ORCHEX_TEST_VAR; pwd; exit 3");
+        let mut seen_pgid = 0;
+        let outcome = run_process(
+            &spec(&argv, dir.path(), Duration::from_secs(30)),
+            &CancellationToken::new(),
+            |pgid| seen_pgid = pgid,
+        )
+        .await
+        .unwrap();
+        assert!(seen_pgid > 1);
+        assert_eq!(outcome.termination, Termination::Exited(3));
+        assert_eq!(outcome.exit_code(), Some(3));
+        assert!(!outcome.success());
+        for expected in ["out", "err", "hello"] {
+            assert!(
+                outcome.output_tail.contains(expected),
+                "{}",
+                outcome.output_tail
+            );
+        }
+        let canonical = dir.path().canonicalize().unwrap();
+        assert!(outcome.output_tail.contains(canonical.to_str().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = vec!["/nonexistent/program".to_owned()];
+        let err = run_process(
+            &spec(&argv, dir.path(), Duration::from_secs(5)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot start \"/nonexistent/program\""),
+            "{err}"
+        );
+        let empty: Vec<String> = Vec::new();
+        assert!(matches!(
+            run_process(
+                &spec(&empty, dir.path(), Duration::from_secs(5)),
+                &CancellationToken::new(),
+                |_| {}
+            )
+            .await,
+            Err(SpawnError::EmptyArgv)
+        ));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group_even_children_ignoring_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!(
+            "trap '' TERM; (trap '' TERM; exec sleep 1000) & echo $! > {}; wait",
+            pidfile.display()
+        );
+        let argv = argv(&script);
+        let outcome = run_process(
+            &spec(&argv, dir.path(), Duration::from_millis(300)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.termination, Termination::TimedOut);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            wait_dead(pid).await,
+            "grandchild {pid} survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancellation_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!("sleep 1000 & echo $! > {}; wait", pidfile.display());
+        let argv = argv(&script);
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
+        let pidfile_for_cancel = pidfile.clone();
+        tokio::spawn(async move {
+            while !pidfile_for_cancel.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            canceller.cancel();
+        });
+        let outcome = run_process(
+            &spec(&argv, dir.path(), Duration::from_secs(60)),
+            &cancel,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.termination, Termination::Cancelled);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            wait_dead(pid).await,
+            "background child {pid} survived cancellation"
+        );
+    }
+
+    #[tokio::test]
+    async fn background_leftovers_are_killed_after_a_normal_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        // The step exits at once but leaves a daemon-like child behind,
+        // holding the output pipe open.
+        let script = format!("sleep 1000 & echo $! > {}; exit 0", pidfile.display());
+        let argv = argv(&script);
+        let outcome = run_process(
+            &spec(&argv, dir.path(), Duration::from_secs(60)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(outcome.success());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(wait_dead(pid).await, "leftover {pid} survived its step");
+    }
+
+    #[tokio::test]
+    async fn huge_output_is_bounded_to_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        // About 10 MB of output; only the last KiB is kept.
+        let argv = argv(
+            "i=0; while [ $i -lt 100 ]; do head -c 100000 /dev/zero | tr '\\0' a; i=$((i+1)); done; echo END",
+        );
+        let outcome = run_process(
+            &spec(&argv, dir.path(), Duration::from_secs(60)),
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(outcome.success());
+        assert_eq!(outcome.output_bytes, 100 * 100_000 + 4);
+        assert_eq!(outcome.output_tail.len(), 1024);
+        assert!(outcome.output_tail.ends_with("aaaaEND\n"));
+    }
+
+    #[test]
+    fn kill_process_group_refuses_dangerous_ids() {
+        assert!(kill_process_group(0).is_err());
+        assert!(kill_process_group(1).is_err());
+        // A group that does not exist is fine.
+        assert!(kill_process_group(4_000_000).is_ok());
+    }
+
+    proptest! {
+        /// The tail always holds exactly the last `limit` bytes pushed.
+        #[test]
+        fn tail_keeps_the_last_bytes(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20), limit in 1_usize..500) {
+            let mut tail = Tail::new(limit);
+            let mut all = Vec::new();
+            for chunk in &chunks {
+                tail.push(chunk);
+                all.extend_from_slice(chunk);
+            }
+            let kept: Vec<u8> = tail.bytes.iter().copied().collect();
+            let start = all.len().saturating_sub(limit);
+            prop_assert_eq!(&kept[..], &all[start..]);
+            prop_assert_eq!(tail.total, all.len() as u64);
+        }
+    }
+}
