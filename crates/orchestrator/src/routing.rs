@@ -223,22 +223,24 @@ mod tests {
     }
 
     fn table() -> RoutingTable {
-        let mut config = Config::default();
-        config.pipelines = vec![
-            pipeline(
-                "codegen",
-                &["api"],
-                &[TriggerKind::FileChange, TriggerKind::Commit],
-                &["schema/**"],
-            ),
-            pipeline(
-                "fmt",
-                &["*"],
-                &[TriggerKind::FileChange, TriggerKind::Manual],
-                &["**/*.rs", "*.rs"],
-            ),
-            pipeline("weekly", &["web-*"], &[TriggerKind::Schedule], &["**"]),
-        ];
+        let mut config = Config {
+            pipelines: vec![
+                pipeline(
+                    "codegen",
+                    &["api"],
+                    &[TriggerKind::FileChange, TriggerKind::Commit],
+                    &["schema/**"],
+                ),
+                pipeline(
+                    "fmt",
+                    &["*"],
+                    &[TriggerKind::FileChange, TriggerKind::Manual],
+                    &["**/*.rs", "*.rs"],
+                ),
+                pipeline("weekly", &["web-*"], &[TriggerKind::Schedule], &["**"]),
+            ],
+            ..Config::default()
+        };
         config.pipelines[2].strategy = Strategy::Sequential;
         RoutingTable::build(&config).unwrap()
     }
