@@ -9,12 +9,15 @@
 //! Modules available so far:
 //! - [`routing`]: configuration → routing table → pipelines per trigger;
 //! - [`process`]: a step as a child process in its own process group, with
-//!   timeout, cancellation and bounded output capture.
+//!   timeout, cancellation and bounded output capture;
+//! - [`schedule`]: jittered per-repository interval schedules with catch-up.
 
 pub mod process;
 pub mod routing;
+pub mod schedule;
 
 pub use process::{
     ProcessOutcome, ProcessSpec, SpawnError, Termination, kill_process_group, run_process,
 };
 pub use routing::{RouteEntry, RouteMatch, RoutingError, RoutingTable};
+pub use schedule::Scheduler;
