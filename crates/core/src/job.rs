@@ -57,12 +57,16 @@ impl FromStr for JobId {
 ///
 /// ```text
 /// queued      → running | cancelled | skipped
-/// running     → succeeded | failed | cancelled | timedOut | interrupted
+/// running     → succeeded | failed | cancelled | timedOut | interrupted | skipped
 /// interrupted → queued (re-queued once after a crash) | failed
 /// succeeded   → rolledBack
 /// ```
 ///
 /// Every other state is final. [`JobState::transition`] refuses anything else.
+///
+/// `running → skipped` exists because the safety checks (rate limit, circuit
+/// breaker, `unchanged` inputs) run on a claimed job, before any step runs:
+/// claiming first is what lets several daemons share one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum JobState {
@@ -121,7 +125,7 @@ impl JobState {
             (Queued, Running | Cancelled | Skipped)
                 | (
                     Running,
-                    Succeeded | Failed | Cancelled | TimedOut | Interrupted
+                    Succeeded | Failed | Cancelled | TimedOut | Interrupted | Skipped
                 )
                 | (Interrupted, Queued | Failed)
                 | (Succeeded, RolledBack)
@@ -403,6 +407,10 @@ pub struct Job {
     /// How many times the daemon stopped while this job ran.
     #[serde(default)]
     pub interruptions: u32,
+    /// Hash of the pipeline definition and of the input files its `paths`
+    /// select; equal hashes let a later job skip as `unchanged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_hash: Option<String>,
 }
 
 impl Job {
@@ -427,6 +435,7 @@ impl Job {
             rollback: None,
             impact: None,
             interruptions: 0,
+            input_hash: None,
         }
     }
 

@@ -108,6 +108,10 @@ pub struct Trigger {
     /// The commit that caused the trigger, as a hex object id, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// For `commit` and `push` triggers: the value the ref had before it
+    /// moved to [`Trigger::commit`] (`None` when the ref was just created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_commit: Option<String>,
     /// Run even if the inputs are unchanged and ignore the rate limiter.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
@@ -129,6 +133,7 @@ impl Trigger {
             kind,
             paths: Vec::new(),
             commit: None,
+            previous_commit: None,
             force: false,
             dry_run: false,
             pipeline: None,
