@@ -324,6 +324,11 @@ pub struct DeliveryRecord {
     /// Files not written because the user changed them meanwhile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
+    /// Worktree delivery: the content hash of each file as written (`None`
+    /// for a deletion). Rollback restores a file only while it still has
+    /// this content, and crash recovery undoes exactly what was applied.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub written: std::collections::BTreeMap<String, Option<String>>,
 }
 
 /// Whether a delivered job can be, or was, undone.
