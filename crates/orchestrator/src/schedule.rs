@@ -122,6 +122,11 @@ impl Scheduler {
         );
     }
 
+    /// Keeps only the repositories for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&RepoId) -> bool) {
+        self.repos.retain(|repo, _| keep(repo));
+    }
+
     /// Stops scheduling `repo`.
     pub fn remove_repo(&mut self, repo: &RepoId) {
         self.repos.remove(repo);

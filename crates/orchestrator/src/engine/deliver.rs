@@ -1,0 +1,501 @@
+//! Delivery of a job's result, its rollback, and the undo of a delivery a
+//! crash cut short.
+//!
+//! Every delivery first makes its intent durable: the delivery record (with
+//! the branch value it replaces, or the hash of every file it will write)
+//! and backups of what it replaces. Only then does it write. Rollback and
+//! crash recovery compare the repository with that record, so they restore
+//! exactly what the job replaced and refuse where someone changed it since.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use orchex_core::{Delivery, DeliveryRecord, Job, JobState, RollbackState, SkipReason};
+use orchex_git::{GitError, GitRepo, Oid};
+use orchex_store::{Backup, JobFilter, JobPatch, PageRequest, Store};
+
+use super::workspace::file_hash;
+use super::{Diffed, Engine, JobRequest, Outcome, Prepared, blocking};
+
+/// Where a pipeline's branch was last left by orchex: the commit of its
+/// newest delivered job there, or the previous value restored by a
+/// rollback. `None` when orchex never delivered to it.
+async fn last_orchex_value(
+    store: &dyn Store,
+    job: &Job,
+    branch: &str,
+) -> Result<Option<Option<String>>, String> {
+    let filter = JobFilter::new()
+        .repo(job.repo.clone())
+        .pipeline(job.pipeline.clone());
+    let mut page = PageRequest::first().limit(200);
+    loop {
+        let jobs = store
+            .list_jobs(filter.clone(), page.clone())
+            .await
+            .map_err(|e| format!("cannot read the job history: {e}"))?;
+        for earlier in &jobs.items {
+            let Some(record) = &earlier.delivery else { continue };
+            if record.kind != Delivery::Branch || record.branch.as_deref() != Some(branch) {
+                continue;
+            }
+            match earlier.state() {
+                JobState::Succeeded => return Ok(Some(record.commit.clone())),
+                JobState::RolledBack => return Ok(Some(record.previous.clone())),
+                _ => {}
+            }
+        }
+        match jobs.next_cursor {
+            Some(cursor) => page = PageRequest::first().limit(200).after(cursor),
+            None => return Ok(None),
+        }
+    }
+}
+
+pub(super) async fn deliver_branch(
+    engine: &Engine,
+    request: &JobRequest<'_>,
+    repo: &GitRepo,
+    prepared: &Prepared,
+    diffed: &Diffed,
+) -> Result<Option<DeliveryRecord>, Outcome> {
+    let job = request.job;
+    let branch = request.pipeline.delivery_branch();
+    let Some(commit) = diffed.commit else {
+        return Err(Outcome::Failed {
+            error: "no result commit to deliver".to_owned(),
+        });
+    };
+    let tip = {
+        let repo = repo.clone();
+        let branch = branch.clone();
+        blocking(move || repo.branch_tip(&branch).map_err(|e| format!("cannot read branch {branch}: {e}")))
+            .await
+            .map_err(|error| Outcome::Failed { error })?
+    };
+    // Human edits win: orchex only moves a branch that is where it left it.
+    let expected = last_orchex_value(engine.store.as_ref(), job, &branch)
+        .await
+        .map_err(|error| Outcome::Failed { error })?
+        .flatten();
+    if tip.map(|oid| oid.to_string()) != expected {
+        return Err(Outcome::Skipped(SkipReason::ManuallyEdited { branch }));
+    }
+    if request.cancel.is_cancelled() {
+        return Err(Outcome::Cancelled {
+            reason: "cancelled before delivery; nothing was delivered".to_owned(),
+        });
+    }
+    let record = DeliveryRecord {
+        kind: Delivery::Branch,
+        branch: Some(branch.clone()),
+        commit: Some(commit.to_string()),
+        previous: tip.map(|oid| oid.to_string()),
+        files: diffed.changes.clone(),
+        conflicts: Vec::new(),
+        written: BTreeMap::new(),
+    };
+    record_intent(
+        engine.store.as_ref(),
+        job,
+        &record,
+        vec![Backup::Branch {
+            name: branch.clone(),
+            previous: record.previous.clone(),
+        }],
+    )
+    .await
+    .map_err(|error| Outcome::Failed { error })?;
+    let _ = prepared;
+    let repo = repo.clone();
+    let message = format!("orchex: deliver {} (job {})", request.pipeline.name, job.id);
+    let moved = blocking(move || {
+        repo.update_branch(&branch, tip, commit, &message)
+            .map_err(|e| match e {
+                GitError::RefMoved { .. } => format!("{e}; nothing was delivered"),
+                other => format!("cannot update the branch: {other}"),
+            })
+    })
+    .await;
+    match moved {
+        Ok(()) => Ok(Some(record)),
+        Err(error) => Err(Outcome::Failed { error }),
+    }
+}
+
+pub(super) async fn deliver_worktree(
+    engine: &Engine,
+    request: &JobRequest<'_>,
+    repo: &GitRepo,
+    workspace: &super::Workspace,
+    prepared: &Prepared,
+    diffed: &Diffed,
+) -> Result<Option<DeliveryRecord>, Outcome> {
+    let job = request.job;
+    let Some(snapshot) = prepared.snapshot.clone() else {
+        return Err(Outcome::Failed {
+            error: "no working-tree snapshot to deliver against".to_owned(),
+        });
+    };
+    let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+        return Err(Outcome::Failed {
+            error: "the repository has no working tree".to_owned(),
+        });
+    };
+    let work = workspace.work_dir();
+    let changes = diffed.changes.clone();
+    let plan_repo = repo.clone();
+    let planned = blocking(move || plan_worktree(&plan_repo, &snapshot, &workdir, &work, &changes))
+        .await
+        .map_err(|error| Outcome::Failed { error })?;
+    if request.cancel.is_cancelled() {
+        return Err(Outcome::Cancelled {
+            reason: "cancelled before delivery; nothing was delivered".to_owned(),
+        });
+    }
+    let record = DeliveryRecord {
+        kind: Delivery::Worktree,
+        branch: None,
+        commit: None,
+        previous: None,
+        files: planned.writes.iter().map(|w| w.path.clone()).collect(),
+        conflicts: planned.conflicts.clone(),
+        written: planned
+            .writes
+            .iter()
+            .map(|w| (w.path.clone(), w.new_hash.clone()))
+            .collect(),
+    };
+    if planned.writes.is_empty() {
+        return Ok(Some(record));
+    }
+    record_intent(engine.store.as_ref(), job, &record, planned.backups)
+        .await
+        .map_err(|error| Outcome::Failed { error })?;
+    let workdir = planned.workdir;
+    let writes = planned.writes;
+    blocking(move || {
+        for write in &writes {
+            apply_file(&workdir, &write.path, write.source.as_deref())
+                .map_err(|e| format!("cannot write {}: {e}", write.path))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|error| Outcome::Failed { error })?;
+    Ok(Some(record))
+}
+
+#[derive(Debug)]
+struct PlannedWrite {
+    path: String,
+    /// The file in the workspace to copy, `None` to delete.
+    source: Option<PathBuf>,
+    new_hash: Option<String>,
+}
+
+#[derive(Debug)]
+struct WorktreePlan {
+    workdir: PathBuf,
+    writes: Vec<PlannedWrite>,
+    backups: Vec<Backup>,
+    conflicts: Vec<String>,
+}
+
+fn plan_worktree(
+    repo: &GitRepo,
+    snapshot: &orchex_git::Snapshot,
+    workdir: &Path,
+    work: &Path,
+    changes: &[String],
+) -> Result<WorktreePlan, String> {
+    let mut plan = WorktreePlan {
+        workdir: workdir.to_path_buf(),
+        writes: Vec::new(),
+        backups: Vec::new(),
+        conflicts: Vec::new(),
+    };
+    for path in changes {
+        let current = repo
+            .fingerprint_worktree_file(path)
+            .map_err(|e| format!("cannot read {path} in the working tree: {e}"))?;
+        if !snapshot.is_unchanged(path, current.as_ref()) {
+            plan.conflicts.push(path.clone());
+            continue;
+        }
+        let user_file = workdir.join(path);
+        let previous = match std::fs::symlink_metadata(&user_file) {
+            Ok(meta) if meta.file_type().is_symlink() => Some((
+                std::fs::read_link(&user_file)
+                    .map_err(|e| format!("cannot back up {path}: {e}"))?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+                Some(0o120_000),
+            )),
+            Ok(meta) => Some((
+                std::fs::read(&user_file).map_err(|e| format!("cannot back up {path}: {e}"))?,
+                Some(meta.permissions().mode()),
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(format!("cannot back up {path}: {err}")),
+        };
+        let (previous, mode) = previous.map_or((None, None), |(bytes, mode)| (Some(bytes), mode));
+        plan.backups.push(Backup::File {
+            path: path.clone(),
+            previous,
+            mode,
+        });
+        let source = work.join(path);
+        let new_hash = file_hash(&source).map_err(|e| format!("cannot hash {path}: {e}"))?;
+        plan.writes.push(PlannedWrite {
+            path: path.clone(),
+            source: new_hash.is_some().then_some(source),
+            new_hash,
+        });
+    }
+    Ok(plan)
+}
+
+/// Makes a delivery's intent durable before anything is written.
+async fn record_intent(
+    store: &dyn Store,
+    job: &Job,
+    record: &DeliveryRecord,
+    backups: Vec<Backup>,
+) -> Result<(), String> {
+    store
+        .put_backups(job.id, backups)
+        .await
+        .map_err(|e| format!("cannot store the backups; nothing was delivered: {e}"))?;
+    store
+        .update_job(
+            job.id,
+            JobPatch::new()
+                .delivery(record.clone())
+                .rollback(RollbackState::Available),
+        )
+        .await
+        .map_err(|e| format!("cannot record the delivery; nothing was delivered: {e}"))?;
+    Ok(())
+}
+
+/// Replaces `workdir/path` with `source` (or deletes it), atomically per
+/// file: a temporary file in the same directory, then a rename.
+fn apply_file(workdir: &Path, path: &str, source: Option<&Path>) -> std::io::Result<()> {
+    let target = workdir.join(path);
+    let Some(source) = source else {
+        return match std::fs::remove_file(&target) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = temporary_path(&target);
+    let meta = std::fs::symlink_metadata(source)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(source)?, &temporary)?;
+    } else {
+        std::fs::copy(source, &temporary)?;
+    }
+    std::fs::rename(&temporary, &target)
+}
+
+fn temporary_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    target.with_file_name(format!(".{name}.orchex-tmp-{}", std::process::id()))
+}
+
+fn restore_file(workdir: &Path, path: &str, previous: Option<&[u8]>, mode: Option<u32>) -> std::io::Result<()> {
+    let target = workdir.join(path);
+    let Some(bytes) = previous else {
+        return match std::fs::remove_file(&target) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = temporary_path(&target);
+    if mode == Some(0o120_000) {
+        let link = std::ffi::OsStr::from_bytes(bytes);
+        std::os::unix::fs::symlink(link, &temporary)?;
+    } else {
+        std::fs::write(&temporary, bytes)?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+    }
+    std::fs::rename(&temporary, &target)
+}
+
+use std::os::unix::ffi::OsStrExt as _;
+
+/// Why a rollback was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum RollbackError {
+    /// What the job wrote has changed since (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The job has nothing to roll back (HTTP 409).
+    #[error("{0}")]
+    NotDelivered(String),
+    /// Reading or writing failed (HTTP 500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Restores exactly what `job` replaced, refusing where it changed since.
+pub(crate) async fn rollback(store: &dyn Store, job: &Job, repo_path: &Path) -> Result<(), RollbackError> {
+    if job.state() != JobState::Succeeded {
+        return Err(RollbackError::NotDelivered(format!(
+            "job {} is {}; only a succeeded job that delivered something can be rolled back",
+            job.id,
+            job.state()
+        )));
+    }
+    let Some(record) = job.delivery.clone() else {
+        return Err(RollbackError::NotDelivered(format!("job {} delivered nothing", job.id)));
+    };
+    let repo_path = repo_path.to_path_buf();
+    let message = format!("orchex: roll back job {}", job.id);
+    match record.kind {
+        Delivery::None => Err(RollbackError::NotDelivered(format!(
+            "job {} was a dry run; nothing was written",
+            job.id
+        ))),
+        Delivery::Branch => {
+            let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone()) else {
+                return Err(RollbackError::Failed("the delivery record has no branch or commit".to_owned()));
+            };
+            tokio::task::spawn_blocking(move || {
+                let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+                let wrote: Oid = commit.parse().map_err(|e| RollbackError::Failed(format!("{e}")))?;
+                let previous = record
+                    .previous
+                    .as_deref()
+                    .map(str::parse::<Oid>)
+                    .transpose()
+                    .map_err(|e| RollbackError::Failed(format!("{e}")))?;
+                repo.rollback_branch(&branch, wrote, previous, &message)
+                    .map_err(|e| match e {
+                        GitError::Superseded { .. } => RollbackError::Conflict(e.to_string()),
+                        other => RollbackError::Failed(other.to_string()),
+                    })
+            })
+            .await
+            .map_err(|e| RollbackError::Failed(e.to_string()))?
+        }
+        Delivery::Worktree => {
+            let backups = store
+                .backups(job.id)
+                .await
+                .map_err(|e| RollbackError::Failed(format!("cannot read the backups: {e}")))?;
+            tokio::task::spawn_blocking(move || {
+                let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+                let workdir = repo
+                    .workdir()
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| RollbackError::Failed("the repository has no working tree".to_owned()))?;
+                let mut changed_since = Vec::new();
+                for (path, written) in &record.written {
+                    let current = file_hash(&workdir.join(path))
+                        .map_err(|e| RollbackError::Failed(format!("cannot read {path}: {e}")))?;
+                    if &current != written {
+                        changed_since.push(path.clone());
+                    }
+                }
+                if !changed_since.is_empty() {
+                    return Err(RollbackError::Conflict(format!(
+                        "these files changed since the job wrote them, so nothing was rolled back: {}",
+                        changed_since.join(", ")
+                    )));
+                }
+                for backup in &backups {
+                    if let Backup::File { path, previous, mode } = backup
+                        && record.written.contains_key(path)
+                    {
+                        restore_file(&workdir, path, previous.as_deref(), *mode)
+                            .map_err(|e| RollbackError::Failed(format!("cannot restore {path}: {e}")))?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| RollbackError::Failed(e.to_string()))?
+        }
+    }
+}
+
+/// Undoes the delivery of a job that a crash interrupted: what it wrote is
+/// put back where it still holds what the job wrote. Returns the number of
+/// files or branches restored.
+pub(crate) async fn undo_interrupted_delivery(
+    store: &dyn Store,
+    job: &Job,
+    repo_path: &Path,
+) -> Result<usize, String> {
+    let Some(record) = job.delivery.clone() else {
+        return Ok(0);
+    };
+    let repo_path = repo_path.to_path_buf();
+    let backups = store
+        .backups(job.id)
+        .await
+        .map_err(|e| format!("cannot read the backups: {e}"))?;
+    let job_id = job.id;
+    blocking(move || {
+        let repo = GitRepo::open(&repo_path).map_err(|e| e.to_string())?;
+        match record.kind {
+            Delivery::None => Ok(0),
+            Delivery::Branch => {
+                let (Some(branch), Some(commit)) = (record.branch, record.commit) else {
+                    return Ok(0);
+                };
+                let wrote: Oid = commit.parse().map_err(|e| format!("{e}"))?;
+                let previous = record
+                    .previous
+                    .as_deref()
+                    .map(str::parse::<Oid>)
+                    .transpose()
+                    .map_err(|e| format!("{e}"))?;
+                match repo.branch_tip(&branch).map_err(|e| e.to_string())? {
+                    Some(tip) if tip == wrote => {
+                        let message = format!("orchex: undo interrupted delivery of job {job_id}");
+                        repo.rollback_branch(&branch, wrote, previous, &message)
+                            .map_err(|e| e.to_string())?;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+            Delivery::Worktree => {
+                let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
+                    return Ok(0);
+                };
+                let mut restored = 0;
+                for backup in &backups {
+                    let Backup::File { path, previous, mode } = backup else { continue };
+                    let Some(written) = record.written.get(path) else { continue };
+                    let current = file_hash(&workdir.join(path)).map_err(|e| e.to_string())?;
+                    let previous_hash = previous.as_deref().map(super::workspace::sha256_hex);
+                    // Only files that hold what the job wrote, and were
+                    // actually changed by it, are put back.
+                    if &current == written && current != previous_hash {
+                        restore_file(&workdir, path, previous.as_deref(), *mode)
+                            .map_err(|e| format!("cannot restore {path}: {e}"))?;
+                        restored += 1;
+                    }
+                }
+                Ok(restored)
+            }
+        }
+    })
+    .await
+}

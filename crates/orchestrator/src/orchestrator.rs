@@ -1,0 +1,1399 @@
+//! The orchestrator itself: a cheap-to-clone handle over the queue, the
+//! safety primitives, the engine and the background loops.
+//!
+//! The background loops, started by [`Orchestrator::start`]:
+//! - **intake** turns the trigger stream into queued jobs;
+//! - **cycles** take the due work and run it, `buffer_unordered` at the
+//!   current concurrency limit, each job behind the rate limiter, its
+//!   circuit breaker and the bulkhead;
+//! - **schedule** queues `schedule` triggers when repositories come due;
+//! - **health** judges each interval and reports;
+//! - **signals** forward breaker and concurrency changes as events.
+//!
+//! **Invariant:** every job taken from the queue ends in a recorded final
+//! state, or stays `running` in the store if the store refuses the write;
+//! recovery at the next start accounts for it (interrupted, re-queued once).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
+use orchex_core::config::Config;
+use orchex_core::{
+    ComponentHealth, Event, EventKind, Job, JobId, JobState, ParallelExecution, RepoId,
+    Repository, Severity, SkipReason, Timestamp, Trigger, TriggerKind,
+};
+use orchex_git::Signature;
+use orchex_resilience::{
+    AdaptiveLimit, AimdConfig, Bulkhead, BulkheadConfig, CircuitBreakerConfig,
+    CircuitBreakerRegistry, CircuitState, KeyedRateLimiter, LimitAlgorithm, LimitOutcome, Quota,
+    SharedClock, SlidingWindow, SystemClock,
+};
+use orchex_store::{JobFilter, JobPatch, PageRequest, Store};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::ActionRegistry;
+use crate::control::{
+    BreakerInfo, CancelFilter, ControlError, LimiterInfo, ManualRun, OrchestratorSnapshot,
+    RunState, RunningJob,
+};
+use crate::engine::{self, Engine, JobRequest, Outcome, RollbackError};
+use crate::events::Events;
+use crate::routing::{RouteEntry, RoutingTable};
+use crate::schedule::Scheduler;
+use crate::stats::StatsRecorder;
+
+/// How long a claimed job's lease lasts before another daemon may take it.
+const LEASE: Duration = Duration::from_secs(300);
+/// How often the loops look for work when nothing wakes them.
+const TICK: Duration = Duration::from_secs(1);
+/// How long an emergency stop waits for cancelled jobs to end.
+const EMERGENCY_WAIT: Duration = Duration::from_secs(10);
+
+/// What the orchestrator is built from.
+#[derive(Debug, Clone)]
+pub struct OrchestratorDeps {
+    /// Jobs, events and backups.
+    pub store: Arc<dyn Store>,
+    /// Where events go (the telemetry bus in the daemon).
+    pub events: Events,
+    /// The storage directory; job workspaces live under `workspaces/`.
+    pub storage: PathBuf,
+    /// Embedder-provided step kinds.
+    pub actions: ActionRegistry,
+    /// The clock of the breakers, limiters and adaptive limit.
+    pub clock: SharedClock,
+    /// The author and committer of delivered commits.
+    pub signature: Signature,
+}
+
+impl OrchestratorDeps {
+    /// Dependencies with the system clock, no custom actions and the
+    /// `orchex <orchex@localhost>` signature.
+    pub fn new(store: Arc<dyn Store>, events: Events, storage: impl Into<PathBuf>) -> Self {
+        Self {
+            store,
+            events,
+            storage: storage.into(),
+            actions: ActionRegistry::default(),
+            clock: SharedClock::from(SystemClock::default()),
+            signature: Signature::new("orchex", "orchex@localhost"),
+        }
+    }
+}
+
+/// Why the orchestrator could not be built, started or configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestratorError {
+    /// `start` was called on a running orchestrator.
+    #[error("the orchestrator is already running")]
+    AlreadyRunning,
+    /// The configuration cannot be turned into routing or limits.
+    #[error("invalid configuration for the orchestrator: {0}")]
+    Config(String),
+    /// Crash recovery failed.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+}
+
+/// What start-up recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Interrupted jobs put back in the queue.
+    pub requeued: Vec<JobId>,
+    /// Jobs interrupted a second time, now failed.
+    pub failed: Vec<JobId>,
+    /// Process groups of steps that survived the crash, killed.
+    pub killed_groups: usize,
+    /// Leftover workspaces removed.
+    pub removed_workspaces: usize,
+    /// Deliveries cut short and undone (files or branches restored).
+    pub undone_deliveries: usize,
+}
+
+/// The orchestrator. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    deps: OrchestratorDeps,
+    engine: Engine,
+    config: RwLock<Arc<Config>>,
+    routing: RwLock<Arc<RoutingTable>>,
+    limiter: KeyedRateLimiter<RepoId>,
+    breakers: CircuitBreakerRegistry<String>,
+    bulkhead: Bulkhead,
+    adaptive: AdaptiveLimit,
+    state: watch::Sender<RunState>,
+    running: Mutex<HashMap<JobId, Running>>,
+    running_changed: Notify,
+    cancelled_while_queued: Mutex<HashSet<JobId>>,
+    follow_ups: Mutex<HashMap<JobId, VecDeque<Trigger>>>,
+    wake: Notify,
+    stats: Mutex<StatsRecorder>,
+    scheduler: Mutex<Scheduler>,
+    health: Mutex<ComponentHealth>,
+    tasks: Mutex<Option<Tasks>>,
+    worker: String,
+}
+
+#[derive(Debug)]
+struct Running {
+    token: CancellationToken,
+    info: RunningJob,
+}
+
+#[derive(Debug)]
+struct Tasks {
+    shutdown: CancellationToken,
+    handles: Vec<JoinHandle<()>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn breaker_config(config: &Config) -> CircuitBreakerConfig {
+    let safety = &config.optimizer.safety;
+    CircuitBreakerConfig::failure_count_in(
+        safety.circuit_breaker_threshold,
+        SlidingWindow::Time(Duration::from_secs(3600)),
+    )
+    .half_open(1, None)
+    .open_duration(Duration::from_secs(safety.circuit_breaker_cooldown_secs))
+    .open_backoff(2.0, Duration::from_secs(safety.circuit_breaker_cooldown_secs.saturating_mul(32)))
+    .open_jitter(0.1)
+}
+
+fn limit_algorithm(config: &Config) -> LimitAlgorithm {
+    let max = u32::try_from(config.orchestrator.effective_max_concurrent().get()).unwrap_or(u32::MAX);
+    // A job's latency is long and varied; only a job slower than its own
+    // timeout counts as an overload signal, besides failures.
+    LimitAlgorithm::Aimd(
+        AimdConfig::new(max, 1, max)
+            .backoff_ratio(0.5)
+            .timeout(Duration::from_secs(config.optimizer.safety.job_timeout_secs)),
+    )
+}
+
+fn max_concurrent(config: &Config) -> u32 {
+    u32::try_from(config.orchestrator.effective_max_concurrent().get()).unwrap_or(u32::MAX)
+}
+
+fn now_plus(wait: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|wait| Timestamp::now().checked_add(wait).ok())
+        .unwrap_or_else(Timestamp::now)
+}
+
+impl Orchestrator {
+    /// Builds an orchestrator for `config`. Nothing runs until
+    /// [`Orchestrator::start`]; call [`Orchestrator::recover`] first.
+    pub fn new(config: &Config, deps: OrchestratorDeps) -> Result<Self, OrchestratorError> {
+        let invalid = |e: &dyn std::fmt::Display| OrchestratorError::Config(e.to_string());
+        let routing = RoutingTable::build(config).map_err(|e| invalid(&e))?;
+        let limiter = KeyedRateLimiter::<RepoId>::builder(Quota::per_hour(
+            config.optimizer.safety.rate_limit_per_hour,
+        ))
+        .clock(deps.clock.clone())
+        .name("repository")
+        .label_keys(|repo: &RepoId| repo.to_string())
+        .max_keys(10_000)
+        .build()
+        .map_err(|e| invalid(&e))?;
+        let breakers = CircuitBreakerRegistry::with_clock(breaker_config(config), deps.clock.clone())
+            .map_err(|e| invalid(&e))?;
+        let bulkhead = Bulkhead::builder(BulkheadConfig::new(max_concurrent(config)))
+            .name("jobs")
+            .build()
+            .map_err(|e| invalid(&e))?;
+        let adaptive = AdaptiveLimit::builder(limit_algorithm(config))
+            .clock(deps.clock.clone())
+            .name("jobs")
+            .build()
+            .map_err(|e| invalid(&e))?;
+        let interval = Duration::from_secs(config.optimizer.schedule.interval_minutes.saturating_mul(60));
+        let engine = Engine {
+            storage: deps.storage.clone(),
+            store: Arc::clone(&deps.store),
+            events: deps.events.clone(),
+            actions: deps.actions.clone(),
+            signature: deps.signature.clone(),
+        };
+        let (state, _) = watch::channel(RunState::Stopped);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                config: RwLock::new(Arc::new(config.clone())),
+                routing: RwLock::new(Arc::new(routing)),
+                limiter,
+                breakers,
+                bulkhead,
+                adaptive,
+                state,
+                running: Mutex::new(HashMap::new()),
+                running_changed: Notify::new(),
+                cancelled_while_queued: Mutex::new(HashSet::new()),
+                follow_ups: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                stats: Mutex::new(StatsRecorder::default()),
+                scheduler: Mutex::new(Scheduler::new(interval)),
+                health: Mutex::new(ComponentHealth::ok()),
+                tasks: Mutex::new(None),
+                worker: format!("orchexd-{}", std::process::id()),
+                deps,
+            }),
+        })
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn routing(&self) -> Arc<RoutingTable> {
+        self.inner
+            .routing
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn publish(&self, event: Event) {
+        self.inner.deps.events.publish(event);
+    }
+
+    fn job_event(job: &Job, kind: EventKind, message: String) -> Event {
+        Event::new(kind, message)
+            .with_repo(job.repo.clone())
+            .with_pipeline(job.pipeline.clone())
+            .with_job(job.id)
+    }
+
+    // === lifecycle ===
+
+    /// Crash recovery, before [`Orchestrator::start`]: kills process groups
+    /// that survived a crash, removes leftover workspaces, undoes deliveries
+    /// cut short, and re-queues interrupted jobs (once; a second
+    /// interruption fails the job).
+    pub async fn recover(&self) -> Result<RecoverySummary, OrchestratorError> {
+        let store = &self.inner.deps.store;
+        let report = store
+            .recover()
+            .await
+            .map_err(|e| OrchestratorError::Recovery(e.to_string()))?;
+        let mut summary = RecoverySummary::default();
+        for group in &report.pgids {
+            if let Ok(pgid) = u32::try_from(group.pgid)
+                && crate::process::kill_process_group(pgid).is_ok()
+            {
+                summary.killed_groups += 1;
+            }
+        }
+        let storage = self.inner.deps.storage.clone();
+        summary.removed_workspaces = tokio::task::spawn_blocking(move || {
+            engine::workspace::remove_leftovers(&storage).unwrap_or(0)
+        })
+        .await
+        .unwrap_or(0);
+        let config = self.config();
+        for (ids, requeued) in [(&report.requeued, true), (&report.failed, false)] {
+            for id in ids {
+                let Ok(Some(job)) = store.get_job(*id).await else { continue };
+                if let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) {
+                    match engine::undo_interrupted_delivery(store.as_ref(), &job, &repo.path).await {
+                        Ok(n) => summary.undone_deliveries += n,
+                        Err(err) => tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery"),
+                    }
+                }
+                let message = if requeued {
+                    format!("job {} was interrupted by a daemon stop and is queued again", job.id)
+                } else {
+                    format!("job {} was interrupted twice and has failed", job.id)
+                };
+                self.publish(Self::job_event(&job, EventKind::JobInterrupted, message));
+                if requeued {
+                    summary.requeued.push(job.id);
+                } else {
+                    summary.failed.push(job.id);
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Starts the background loops, consuming `triggers`. Refuses when
+    /// already running.
+    pub fn start<S>(&self, triggers: S) -> Result<(), OrchestratorError>
+    where
+        S: Stream<Item = Trigger> + Send + 'static,
+    {
+        let mut tasks = lock(&self.inner.tasks);
+        if tasks.is_some() {
+            return Err(OrchestratorError::AlreadyRunning);
+        }
+        let shutdown = CancellationToken::new();
+        self.inner.state.send_replace(RunState::Running);
+        self.sync_scheduler(&self.config());
+        let handles = vec![
+            tokio::spawn(self.clone().intake_loop(Box::pin(triggers), shutdown.clone())),
+            tokio::spawn(self.clone().cycle_loop(shutdown.clone())),
+            tokio::spawn(self.clone().schedule_loop(shutdown.clone())),
+            tokio::spawn(self.clone().health_loop(shutdown.clone())),
+            tokio::spawn(self.clone().signal_loop(shutdown.clone())),
+        ];
+        *tasks = Some(Tasks { shutdown, handles });
+        drop(tasks);
+        self.publish(Event::new(EventKind::OrchestratorStarted, "orchestrator started"));
+        metrics::gauge!("orchex_concurrency_limit").set(f64::from(self.concurrency_limit()));
+        Ok(())
+    }
+
+    /// Whether the background loops run.
+    pub fn is_started(&self) -> bool {
+        lock(&self.inner.tasks).is_some()
+    }
+
+    /// Stops gracefully: no new work is taken, running jobs get `grace` to
+    /// finish and are then cancelled, and every background task has ended
+    /// when this returns. Queued jobs stay queued for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        let Some(tasks) = lock(&self.inner.tasks).take() else {
+            return;
+        };
+        self.inner.state.send_replace(RunState::Stopped);
+        tasks.shutdown.cancel();
+        self.inner.wake.notify_waiters();
+        let drained = tokio::time::timeout(grace, self.wait_idle()).await.is_ok();
+        if !drained {
+            for running in lock(&self.inner.running).values() {
+                running.token.cancel();
+            }
+            self.wait_idle().await;
+        }
+        for handle in tasks.handles {
+            let _ = handle.await;
+        }
+        self.publish(Event::new(EventKind::OrchestratorStopped, "orchestrator stopped"));
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.running_changed.notified();
+            if lock(&self.inner.running).is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Applies a new configuration: routing, rate limits, breakers,
+    /// concurrency, schedules. State (tokens, breaker counts, queue) is
+    /// kept.
+    pub fn apply_config(&self, config: &Config) -> Result<(), OrchestratorError> {
+        let invalid = |e: &dyn std::fmt::Display| OrchestratorError::Config(e.to_string());
+        let routing = RoutingTable::build(config).map_err(|e| invalid(&e))?;
+        self.inner
+            .limiter
+            .reconfigure(Quota::per_hour(config.optimizer.safety.rate_limit_per_hour))
+            .map_err(|e| invalid(&e))?;
+        self.inner
+            .breakers
+            .reconfigure_all(breaker_config(config))
+            .map_err(|e| invalid(&e))?;
+        self.inner
+            .bulkhead
+            .set_max_concurrent(max_concurrent(config))
+            .map_err(|e| invalid(&e))?;
+        self.inner
+            .adaptive
+            .reconfigure(limit_algorithm(config))
+            .map_err(|e| invalid(&e))?;
+        *self.inner.routing.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(routing);
+        *self.inner.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config.clone());
+        self.sync_scheduler(config);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    fn sync_scheduler(&self, config: &Config) {
+        let now = Timestamp::now();
+        let mut scheduler = lock(&self.inner.scheduler);
+        scheduler.set_interval(
+            Duration::from_secs(config.optimizer.schedule.interval_minutes.saturating_mul(60)),
+            now,
+        );
+        let wanted: HashSet<&RepoId> = config
+            .repositories
+            .iter()
+            .filter(|r| r.enabled)
+            .map(|r| &r.name)
+            .collect();
+        scheduler.retain(|repo| wanted.contains(repo));
+        for repo in &wanted {
+            scheduler.add_repo((*repo).clone(), None, now);
+        }
+    }
+
+    // === queue ===
+
+    /// Routes `trigger` and queues a job per matching pipeline. A pipeline
+    /// already queued for the repository is coalesced (its queued job is
+    /// returned); beyond `queueCapacity` the job is recorded as skipped
+    /// with `queueFull`. Returns the jobs, queued or skipped.
+    pub async fn submit(&self, trigger: Trigger) -> Result<Vec<Job>, ControlError> {
+        lock(&self.inner.stats).trigger_processed();
+        let config = self.config();
+        if !config.orchestrator.autonomous && trigger.kind != TriggerKind::Manual {
+            tracing::debug!(kind = %trigger.kind, "not autonomous: ignoring an automatic trigger");
+            return Ok(Vec::new());
+        }
+        let routing = self.routing();
+        let matched = routing.route(&trigger);
+        let sequential = matched.strategy == orchex_core::Strategy::Sequential;
+        let pipelines: Vec<String> = matched.pipelines.iter().map(|p| p.name.clone()).collect();
+        drop(matched);
+        let mut jobs = Vec::new();
+        let mut rest = pipelines.into_iter();
+        if sequential {
+            if let Some(first) = rest.next() {
+                let job = self.enqueue(&trigger, &first, &config).await?;
+                let remaining: VecDeque<Trigger> = rest
+                    .map(|pipeline| Trigger {
+                        pipeline: Some(pipeline),
+                        ..trigger.clone()
+                    })
+                    .collect();
+                if !remaining.is_empty() && job.state() == JobState::Queued {
+                    lock(&self.inner.follow_ups).insert(job.id, remaining);
+                }
+                jobs.push(job);
+            }
+        } else {
+            for pipeline in rest {
+                jobs.push(self.enqueue(&trigger, &pipeline, &config).await?);
+            }
+        }
+        if !jobs.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        Ok(jobs)
+    }
+
+    async fn enqueue(&self, trigger: &Trigger, pipeline: &str, config: &Config) -> Result<Job, ControlError> {
+        let store = &self.inner.deps.store;
+        let internal = |e: &dyn std::fmt::Display| ControlError::Internal(format!("storage: {e}"));
+        if let Some(existing) = store
+            .find_queued(&trigger.repo, pipeline)
+            .await
+            .map_err(|e| internal(&e))?
+            && let Some(job) = store.get_job(existing).await.map_err(|e| internal(&e))?
+        {
+            return Ok(job);
+        }
+        let job = Job::new(
+            trigger.repo.clone(),
+            pipeline.to_owned(),
+            Trigger {
+                pipeline: Some(pipeline.to_owned()),
+                ..trigger.clone()
+            },
+        );
+        let depth = store.queue_depth().await.map_err(|e| internal(&e))?;
+        store.insert_job(job.clone()).await.map_err(|e| internal(&e))?;
+        if depth >= config.orchestrator.queue_capacity as u64 {
+            let job = store
+                .transition(job.id, JobState::Skipped, JobPatch::new().skip_reason(SkipReason::QueueFull))
+                .await
+                .map_err(|e| internal(&e))?;
+            self.finish_bookkeeping(&job, "the queue is full (queueCapacity)".to_owned(), false);
+            return Ok(job);
+        }
+        self.publish(Self::job_event(
+            &job,
+            EventKind::JobQueued,
+            format!("job {} queued ({} on {})", job.id, job.pipeline, job.repo),
+        ).with_data(serde_json::json!({"trigger": job.trigger.kind, "priority": job.priority})));
+        metrics::counter!("orchex_jobs_queued_total").increment(1);
+        Ok(job)
+    }
+
+    // === cycles ===
+
+    async fn cycle_loop(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+            if self.state() != RunState::Running {
+                continue;
+            }
+            self.run_cycle().await;
+        }
+    }
+
+    fn dispatching(&self) -> bool {
+        self.state() == RunState::Running
+    }
+
+    /// Runs one cycle now: takes the work due at its start, runs it at the
+    /// current concurrency limit, and records a [`ParallelExecution`].
+    /// Returns `None` when nothing was due.
+    pub async fn run_cycle(&self) -> Option<ParallelExecution> {
+        let (budget, limit) = self.initialise_cycle().await?;
+        let started_at = Timestamp::now();
+        let started = Instant::now();
+        let in_flight = AtomicU32::new(0);
+        let peak = AtomicU32::new(0);
+        let outcomes = self.process_cycle(budget, limit, &in_flight, &peak).await;
+        if outcomes.is_empty() {
+            return None;
+        }
+        let cycle = self.finalise_cycle(&outcomes, started_at, started, peak.load(Ordering::Relaxed));
+        self.check_performance_targets(&cycle);
+        Some(cycle)
+    }
+
+    async fn initialise_cycle(&self) -> Option<(usize, usize)> {
+        let depth = self.inner.deps.store.queue_depth().await.ok()?;
+        metrics::gauge!("orchex_queue_depth").set(depth as f64);
+        if depth == 0 || !self.dispatching() {
+            return None;
+        }
+        let budget = usize::try_from(depth).unwrap_or(usize::MAX);
+        let limit = usize::try_from(self.concurrency_limit()).unwrap_or(1).max(1);
+        Some((budget, limit))
+    }
+
+    async fn process_cycle(
+        &self,
+        budget: usize,
+        limit: usize,
+        in_flight: &AtomicU32,
+        peak: &AtomicU32,
+    ) -> Vec<JobState> {
+        let claims = futures::stream::unfold((), |()| async {
+            if !self.dispatching() {
+                return None;
+            }
+            match self.inner.deps.store.claim_next(&self.inner.worker, LEASE).await {
+                Ok(Some(job)) => Some((job, ())),
+                Ok(None) => None,
+                Err(err) => {
+                    tracing::error!(%err, "cannot claim a job");
+                    *lock(&self.inner.health) = ComponentHealth::degraded(format!("cannot claim jobs: {err}"));
+                    None
+                }
+            }
+        })
+        .take(budget);
+        claims
+            .map(|job| self.process_job(job, in_flight, peak))
+            .buffer_unordered(limit)
+            .filter_map(|state| async move { state })
+            .collect()
+            .await
+    }
+
+    fn finalise_cycle(
+        &self,
+        outcomes: &[JobState],
+        started_at: Timestamp,
+        started: Instant,
+        parallelism: u32,
+    ) -> ParallelExecution {
+        let count = |pred: fn(&JobState) -> bool| {
+            u32::try_from(outcomes.iter().filter(|s| pred(s)).count()).unwrap_or(u32::MAX)
+        };
+        let duration = started.elapsed();
+        let cycle = ParallelExecution {
+            id: uuid::Uuid::now_v7(),
+            started_at,
+            finished_at: Timestamp::now(),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            executed: u32::try_from(outcomes.len()).unwrap_or(u32::MAX),
+            succeeded: count(|s| *s == JobState::Succeeded),
+            failed: count(|s| matches!(s, JobState::Failed | JobState::TimedOut | JobState::Cancelled)),
+            parallelism,
+        };
+        lock(&self.inner.stats).cycle_completed(cycle.clone());
+        metrics::counter!("orchex_cycles_total").increment(1);
+        metrics::histogram!("orchex_cycle_duration_seconds").record(duration.as_secs_f64());
+        self.publish(
+            Event::new(
+                EventKind::CycleCompleted,
+                format!(
+                    "cycle ran {} jobs: {} succeeded, {} failed, parallelism {}",
+                    cycle.executed, cycle.succeeded, cycle.failed, cycle.parallelism
+                ),
+            )
+            .with_data(serde_json::to_value(&cycle).unwrap_or_default()),
+        );
+        cycle
+    }
+
+    fn check_performance_targets(&self, cycle: &ParallelExecution) {
+        let target = self.config().orchestrator.target_cycle_ms;
+        if cycle.duration_ms > target {
+            self.publish(
+                Event::new(
+                    EventKind::PerformanceWarning,
+                    format!("cycle took {} ms, over the {target} ms target", cycle.duration_ms),
+                )
+                .with_data(serde_json::json!({"cycleMs": cycle.duration_ms, "targetCycleMs": target})),
+            );
+        }
+    }
+
+    /// Runs one claimed job to its final state; `None` when it was not
+    /// ours to finish (cancelled while queued).
+    async fn process_job(&self, job: Job, in_flight: &AtomicU32, peak: &AtomicU32) -> Option<JobState> {
+        if lock(&self.inner.cancelled_while_queued).remove(&job.id) {
+            return None;
+        }
+        let config = self.config();
+        let routing = self.routing();
+        let token = CancellationToken::new();
+        let pipeline = routing.pipeline(&job.pipeline).cloned();
+        let repo = config.repositories.iter().find(|r| r.name == job.repo).cloned();
+        let steps_total = pipeline
+            .as_ref()
+            .map_or(0, |p| u32::try_from(p.steps.len() + p.validate.len()).unwrap_or(u32::MAX));
+        lock(&self.inner.running).insert(
+            job.id,
+            Running {
+                token: token.clone(),
+                info: RunningJob {
+                    id: job.id,
+                    repo: job.repo.clone(),
+                    pipeline: job.pipeline.clone(),
+                    started_at: Timestamp::now(),
+                    steps_done: 0,
+                    steps_total,
+                },
+            },
+        );
+        let now_running = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        peak.fetch_max(now_running, Ordering::Relaxed);
+        metrics::gauge!("orchex_jobs_running").increment(1.0);
+        self.publish(Self::job_event(&job, EventKind::JobStarted, format!("job {} started", job.id)));
+        let started = Instant::now();
+
+        let (state, patch) = match (pipeline, repo) {
+            (None, _) => (
+                JobState::Failed,
+                JobPatch::new().error(format!("pipeline {} is no longer configured", job.pipeline)),
+            ),
+            (_, None) => (
+                JobState::Failed,
+                JobPatch::new().error(format!("repository {} is no longer configured", job.repo)),
+            ),
+            (Some(pipeline), Some(repo)) => {
+                self.guarded_run(&job, &pipeline, &repo, &config, &token, in_flight).await
+            }
+        };
+
+        in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("orchex_jobs_running").decrement(1.0);
+        let final_job = match self.inner.deps.store.transition(job.id, state, patch).await {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(job = %job.id, %err, "cannot record a job's outcome; recovery will account for it");
+                *lock(&self.inner.health) =
+                    ComponentHealth::degraded(format!("cannot record job outcomes: {err}"));
+                lock(&self.inner.running).remove(&job.id);
+                self.inner.running_changed.notify_waiters();
+                return Some(state);
+            }
+        };
+        lock(&self.inner.running).remove(&job.id);
+        self.inner.running_changed.notify_waiters();
+        metrics::histogram!("orchex_job_duration_seconds", "pipeline" => job.pipeline.clone())
+            .record(started.elapsed().as_secs_f64());
+        let message = outcome_message(&final_job);
+        let delivered = final_job
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.kind != orchex_core::Delivery::None && !d.files.is_empty());
+        self.finish_bookkeeping(&final_job, message, delivered);
+        self.queue_follow_up(&final_job).await;
+        Some(state)
+    }
+
+    fn finish_bookkeeping(&self, job: &Job, message: String, delivered: bool) {
+        let state = job.state();
+        lock(&self.inner.stats).job_finished(state, delivered);
+        metrics::counter!(
+            "orchex_jobs_total",
+            "repo" => job.repo.to_string(),
+            "pipeline" => job.pipeline.clone(),
+            "outcome" => state.as_str()
+        )
+        .increment(1);
+        let kind = match state {
+            JobState::Succeeded => EventKind::JobSucceeded,
+            JobState::TimedOut => EventKind::JobTimedOut,
+            JobState::Cancelled => EventKind::JobCancelled,
+            JobState::Skipped => EventKind::JobSkipped,
+            _ => EventKind::JobFailed,
+        };
+        let data = serde_json::json!({
+            "state": state,
+            "changed": job.changed,
+            "skipReason": job.skip_reason,
+            "error": job.error,
+            "delivery": job.delivery,
+            "diff": job.diff,
+        });
+        self.publish(Self::job_event(job, kind, message).with_data(data));
+    }
+
+    async fn queue_follow_up(&self, job: &Job) {
+        let next = {
+            let mut follow_ups = lock(&self.inner.follow_ups);
+            let Some(mut remaining) = follow_ups.remove(&job.id) else {
+                return;
+            };
+            let next = remaining.pop_front();
+            (next, remaining)
+        };
+        let (Some(trigger), remaining) = next else { return };
+        let config = self.config();
+        let Some(pipeline) = trigger.pipeline.clone() else { return };
+        match self.enqueue(&trigger, &pipeline, &config).await {
+            Ok(next_job) => {
+                if !remaining.is_empty() && next_job.state() == JobState::Queued {
+                    lock(&self.inner.follow_ups).insert(next_job.id, remaining);
+                }
+                self.inner.wake.notify_one();
+            }
+            Err(err) => tracing::error!(%err, "cannot queue the next sequential pipeline"),
+        }
+    }
+
+    /// The safety chain, in order: stop check, rate limiter, circuit
+    /// breaker, bulkhead, then the engine (whose first check is the
+    /// `unchanged` skip).
+    async fn guarded_run(
+        &self,
+        job: &Job,
+        pipeline: &orchex_core::Pipeline,
+        repo: &Repository,
+        config: &Config,
+        token: &CancellationToken,
+        in_flight: &AtomicU32,
+    ) -> (JobState, JobPatch) {
+        if self.state() == RunState::EmergencyStopped {
+            return (JobState::Cancelled, JobPatch::new().error("emergency stop"));
+        }
+        if !job.trigger.force
+            && let Err(refused) = self.inner.limiter.check(&job.repo, pipeline.rate_cost)
+        {
+            let retry_at = now_plus(refused.wait_time().unwrap_or_default());
+            self.publish(
+                Self::job_event(job, EventKind::RateLimited, format!("rate limit of {} reached; next token at {retry_at}", job.repo))
+                    .with_data(serde_json::json!({"retryAt": retry_at, "cost": pipeline.rate_cost})),
+            );
+            return (
+                JobState::Skipped,
+                JobPatch::new().skip_reason(SkipReason::RateLimited { retry_at }),
+            );
+        }
+        let breaker = self.inner.breakers.get_or_insert(format!("{}/{}", job.repo, job.pipeline));
+        let permit = match breaker.try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(refused) => {
+                let retry_at = refused.retry_after().map(now_plus);
+                return (
+                    JobState::Skipped,
+                    JobPatch::new().skip_reason(SkipReason::CircuitOpen { retry_at }),
+                );
+            }
+        };
+        let slot = tokio::select! {
+            slot = self.inner.bulkhead.acquire() => slot,
+            () = token.cancelled() => {
+                permit.ignore();
+                return (JobState::Cancelled, JobPatch::new().error("cancelled while waiting for a slot"));
+            }
+        };
+        let Ok(_slot) = slot else {
+            permit.ignore();
+            return (JobState::Failed, JobPatch::new().error("the job bulkhead refused the job"));
+        };
+        let started = Instant::now();
+        let progress_of = Arc::clone(&self.inner);
+        let job_id = job.id;
+        let result = self
+            .inner
+            .engine
+            .run(JobRequest {
+                on_step: Arc::new(move || {
+                    if let Some(running) = lock(&progress_of.running).get_mut(&job_id) {
+                        running.info.steps_done += 1;
+                    }
+                }),
+                job,
+                pipeline,
+                repo,
+                protected_paths: &config.protected_paths,
+                job_timeout: Duration::from_secs(config.optimizer.safety.job_timeout_secs),
+                cancel: token.clone(),
+            })
+            .await;
+        let latency = started.elapsed();
+        let load = in_flight.load(Ordering::Relaxed);
+        let mut patch = JobPatch::new();
+        if let Some(hash) = result.input_hash {
+            patch = patch.input_hash(hash);
+        }
+        match result.outcome {
+            Outcome::Succeeded { changed, diff, delivery, impact } => {
+                permit.success();
+                self.inner.adaptive.record(latency, load, LimitOutcome::Success);
+                patch = patch.changed(changed);
+                if let Some(diff) = diff {
+                    patch = patch.diff(diff);
+                }
+                if let Some(delivery) = delivery {
+                    let rollback = if delivery.kind == orchex_core::Delivery::None || delivery.files.is_empty() {
+                        None
+                    } else {
+                        Some(orchex_core::RollbackState::Available)
+                    };
+                    patch = patch.delivery(delivery);
+                    if let Some(rollback) = rollback {
+                        patch = patch.rollback(rollback);
+                    }
+                }
+                if !impact.is_empty() {
+                    patch = patch.impact(impact);
+                }
+                (JobState::Succeeded, patch)
+            }
+            Outcome::Failed { error } => {
+                permit.failure();
+                self.inner.adaptive.record(latency, load, LimitOutcome::Dropped);
+                (JobState::Failed, patch.error(error))
+            }
+            Outcome::TimedOut { error } => {
+                permit.failure();
+                self.inner.adaptive.record(latency, load, LimitOutcome::Dropped);
+                (JobState::TimedOut, patch.error(error))
+            }
+            Outcome::Cancelled { reason } => {
+                permit.ignore();
+                (JobState::Cancelled, patch.error(reason))
+            }
+            Outcome::Skipped(reason) => {
+                permit.ignore();
+                (JobState::Skipped, patch.skip_reason(reason))
+            }
+        }
+    }
+
+    // === overrides ===
+
+    /// The run state.
+    pub fn state(&self) -> RunState {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver that sees every run-state change.
+    pub fn subscribe_state(&self) -> watch::Receiver<RunState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Stops dispatching new jobs; running jobs finish.
+    pub fn pause(&self) -> Result<RunState, ControlError> {
+        match self.state() {
+            RunState::Running | RunState::Paused => {
+                self.inner.state.send_replace(RunState::Paused);
+                self.publish(Event::new(EventKind::Paused, "dispatching paused by an operator"));
+                Ok(RunState::Paused)
+            }
+            other => Err(ControlError::Conflict(format!(
+                "cannot pause while {}; resume first",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Resumes dispatching after a pause or an emergency stop.
+    pub fn resume(&self) -> Result<RunState, ControlError> {
+        if !self.is_started() {
+            return Err(ControlError::Unavailable("the orchestrator is not running".to_owned()));
+        }
+        self.inner.state.send_replace(RunState::Running);
+        self.publish(Event::new(EventKind::Resumed, "dispatching resumed"));
+        self.inner.wake.notify_one();
+        Ok(RunState::Running)
+    }
+
+    /// Stops dispatching, cancels every running job (their process groups
+    /// are killed, their workspaces discarded, nothing is delivered) and
+    /// returns once all of them have stopped. Stays stopped until
+    /// [`Orchestrator::resume`]. Returns the cancelled jobs.
+    pub async fn emergency_stop(&self) -> Vec<JobId> {
+        self.inner.state.send_replace(RunState::EmergencyStopped);
+        let cancelled: Vec<JobId> = {
+            let running = lock(&self.inner.running);
+            for job in running.values() {
+                job.token.cancel();
+            }
+            running.keys().copied().collect()
+        };
+        let started = Instant::now();
+        let stopped = tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle()).await.is_ok();
+        self.publish(
+            Event::new(
+                EventKind::EmergencyStop,
+                format!(
+                    "emergency stop: {} running jobs cancelled in {} ms",
+                    cancelled.len(),
+                    started.elapsed().as_millis()
+                ),
+            )
+            .with_severity(Severity::Critical)
+            .with_data(serde_json::json!({"cancelled": cancelled, "allStopped": stopped})),
+        );
+        cancelled
+    }
+
+    /// Cancels a queued or running job.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, ControlError> {
+        if let Some(running) = lock(&self.inner.running).get(&id) {
+            running.token.cancel();
+        }
+        let store = &self.inner.deps.store;
+        let internal = |e: &dyn std::fmt::Display| ControlError::Internal(format!("storage: {e}"));
+        let job = store
+            .get_job(id)
+            .await
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| ControlError::NotFound(format!("job {id} not found")))?;
+        match job.state() {
+            JobState::Running => Ok(job),
+            JobState::Queued => {
+                lock(&self.inner.cancelled_while_queued).insert(id);
+                let job = store
+                    .transition(id, JobState::Cancelled, JobPatch::new().error("cancelled by an operator"))
+                    .await
+                    .map_err(|e| ControlError::Conflict(e.to_string()))?;
+                lock(&self.inner.follow_ups).remove(&id);
+                self.finish_bookkeeping(&job, format!("job {id} cancelled while queued"), false);
+                Ok(job)
+            }
+            other => Err(ControlError::Conflict(format!(
+                "job {id} is {other}; only queued or running jobs can be cancelled"
+            ))),
+        }
+    }
+
+    /// Cancels every queued or running job matching `filter`; returns them.
+    pub async fn cancel_matching(&self, filter: &CancelFilter) -> Result<Vec<JobId>, ControlError> {
+        let states: Vec<JobState> = match filter.state {
+            Some(state @ (JobState::Queued | JobState::Running)) => vec![state],
+            Some(other) => {
+                return Err(ControlError::BadRequest(format!(
+                    "state must be queued or running, got {other}"
+                )));
+            }
+            None => vec![JobState::Queued, JobState::Running],
+        };
+        let repo = filter
+            .repo
+            .as_deref()
+            .map(RepoId::new)
+            .transpose()
+            .map_err(|e| ControlError::BadRequest(format!("repo: {e}")))?;
+        let mut ids = Vec::new();
+        for state in states {
+            let mut job_filter = JobFilter::new().state(state);
+            if let Some(repo) = &repo {
+                job_filter = job_filter.repo(repo.clone());
+            }
+            if let Some(pipeline) = &filter.pipeline {
+                job_filter = job_filter.pipeline(pipeline.clone());
+            }
+            let mut page = PageRequest::first().limit(500);
+            loop {
+                let jobs = self
+                    .inner
+                    .deps
+                    .store
+                    .list_jobs(job_filter.clone(), page.clone())
+                    .await
+                    .map_err(|e| ControlError::Internal(format!("storage: {e}")))?;
+                ids.extend(jobs.items.iter().map(|job| job.id));
+                match jobs.next_cursor {
+                    Some(cursor) => page = PageRequest::first().limit(500).after(cursor),
+                    None => break,
+                }
+            }
+        }
+        let mut cancelled = Vec::new();
+        for id in ids {
+            if self.cancel(id).await.is_ok() {
+                cancelled.push(id);
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Queues a manual run.
+    pub async fn trigger(&self, request: ManualRun) -> Result<Vec<Job>, ControlError> {
+        let config = self.config();
+        let repo = config
+            .repositories
+            .iter()
+            .find(|r| r.name.as_str() == request.repo)
+            .ok_or_else(|| ControlError::NotFound(format!("repository {:?} is not configured", request.repo)))?;
+        if !repo.enabled {
+            return Err(ControlError::Conflict(format!("repository {} is disabled", repo.name)));
+        }
+        if matches!(self.state(), RunState::EmergencyStopped) {
+            return Err(ControlError::Unavailable(
+                "an emergency stop is in effect; resume first".to_owned(),
+            ));
+        }
+        let routing = self.routing();
+        if let Some(pipeline) = &request.pipeline {
+            if routing.pipeline(pipeline).is_none() {
+                return Err(ControlError::NotFound(format!("pipeline {pipeline:?} is not configured")));
+            }
+            if !routing.applies_to(pipeline, repo.name.as_str()) {
+                return Err(ControlError::BadRequest(format!(
+                    "pipeline {pipeline} does not apply to repository {}",
+                    repo.name
+                )));
+            }
+        }
+        let mut trigger = Trigger::manual(repo.name.clone());
+        trigger.pipeline = request.pipeline.clone();
+        trigger.force = request.force;
+        trigger.dry_run = request.dry_run;
+        let jobs = self.submit(trigger).await?;
+        if jobs.is_empty() {
+            return Err(ControlError::BadRequest(format!(
+                "no pipeline reacts to manual triggers on {}; name one with `pipeline`",
+                repo.name
+            )));
+        }
+        Ok(jobs)
+    }
+
+    /// Undoes a delivered job: restores exactly what it replaced, and
+    /// refuses ([`ControlError::Conflict`]) where what it wrote has changed
+    /// since, by the user or a later job.
+    pub async fn rollback(&self, id: JobId) -> Result<Job, ControlError> {
+        let store = &self.inner.deps.store;
+        let job = store
+            .get_job(id)
+            .await
+            .map_err(|e| ControlError::Internal(format!("storage: {e}")))?
+            .ok_or_else(|| ControlError::NotFound(format!("job {id} not found")))?;
+        let config = self.config();
+        let repo = config
+            .repositories
+            .iter()
+            .find(|r| r.name == job.repo)
+            .ok_or_else(|| ControlError::Conflict(format!("repository {} is no longer configured", job.repo)))?;
+        match engine::rollback(store.as_ref(), &job, &repo.path).await {
+            Ok(()) => {
+                let job = store
+                    .transition(id, JobState::RolledBack, JobPatch::new().rollback(orchex_core::RollbackState::RolledBack))
+                    .await
+                    .map_err(|e| ControlError::Internal(format!("storage: {e}")))?;
+                lock(&self.inner.stats).job_finished(JobState::RolledBack, false);
+                self.publish(Self::job_event(&job, EventKind::JobRolledBack, format!("job {id} rolled back")));
+                Ok(job)
+            }
+            Err(RollbackError::Conflict(message)) => {
+                let _ = store
+                    .update_job(id, JobPatch::new().rollback(orchex_core::RollbackState::Superseded))
+                    .await;
+                Err(ControlError::Conflict(message))
+            }
+            Err(RollbackError::NotDelivered(message)) => Err(ControlError::Conflict(message)),
+            Err(RollbackError::Failed(message)) => Err(ControlError::Internal(message)),
+        }
+    }
+
+    // === views ===
+
+    /// The current concurrency limit: the adaptive limit when
+    /// `adaptiveOptimization` is on, `maxConcurrent` otherwise.
+    pub fn concurrency_limit(&self) -> u32 {
+        let config = self.config();
+        if config.orchestrator.adaptive_optimization {
+            self.inner.adaptive.current().clamp(1, max_concurrent(&config))
+        } else {
+            max_concurrent(&config)
+        }
+    }
+
+    /// The adaptive limit, to observe or feed it.
+    pub fn adaptive_limit(&self) -> &AdaptiveLimit {
+        &self.inner.adaptive
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> Vec<RouteEntry> {
+        self.routing().entries()
+    }
+
+    /// Running totals.
+    pub fn stats(&self) -> orchex_core::OrchestrationStats {
+        lock(&self.inner.stats).totals()
+    }
+
+    /// The orchestrator's own health (storage writes, claims).
+    pub fn health(&self) -> ComponentHealth {
+        lock(&self.inner.health).clone()
+    }
+
+    /// The circuit breakers created so far.
+    pub fn breakers(&self) -> Vec<BreakerInfo> {
+        let mut breakers: Vec<BreakerInfo> = self
+            .inner
+            .breakers
+            .snapshots()
+            .into_iter()
+            .map(|(name, snapshot)| BreakerInfo {
+                name,
+                state: circuit_state_name(snapshot.state).to_owned(),
+                failures: snapshot.failures,
+                total: snapshot.calls,
+                successes: snapshot.successes,
+                rejections: snapshot.not_permitted,
+                failure_rate: snapshot.failure_rate,
+            })
+            .collect();
+        breakers.sort_by(|a, b| a.name.cmp(&b.name));
+        breakers
+    }
+
+    /// Everything the dashboard shows, in one read.
+    pub async fn snapshot(&self) -> OrchestratorSnapshot {
+        let config = self.config();
+        let queue_depth = self.inner.deps.store.queue_depth().await.unwrap_or_default();
+        let mut running: Vec<RunningJob> = lock(&self.inner.running).values().map(|r| r.info.clone()).collect();
+        running.sort_by_key(|r| r.started_at);
+        let per_hour = config.optimizer.safety.rate_limit_per_hour;
+        let limiters = config
+            .repositories
+            .iter()
+            .map(|repo| LimiterInfo {
+                repo: repo.name.clone(),
+                available: self.inner.limiter.available(&repo.name),
+                per_hour,
+            })
+            .collect();
+        OrchestratorSnapshot {
+            state: self.state(),
+            stats: self.stats(),
+            concurrency_limit: self.concurrency_limit(),
+            max_concurrent: max_concurrent(&config),
+            queue_depth,
+            running,
+            breakers: self.breakers(),
+            limiters,
+            recent_cycles: lock(&self.inner.stats).recent_cycles(),
+        }
+    }
+
+
+    // === background loops ===
+
+    async fn intake_loop(
+        self,
+        mut triggers: std::pin::Pin<Box<dyn Stream<Item = Trigger> + Send>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let trigger = tokio::select! {
+                () = shutdown.cancelled() => return,
+                trigger = triggers.next() => trigger,
+            };
+            let Some(trigger) = trigger else { return };
+            if let Err(err) = self.submit(trigger).await {
+                tracing::error!(%err, "cannot queue the jobs of a trigger");
+            }
+        }
+    }
+
+    async fn schedule_loop(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            if !self.config().optimizer.schedule.enabled || self.state() != RunState::Running {
+                continue;
+            }
+            let due = lock(&self.inner.scheduler).take_due(Timestamp::now());
+            for repo in due {
+                if let Err(err) = self.submit(Trigger::new(repo, TriggerKind::Schedule)).await {
+                    tracing::error!(%err, "cannot queue a scheduled run");
+                }
+            }
+        }
+    }
+
+    async fn health_loop(self, shutdown: CancellationToken) {
+        loop {
+            let interval = Duration::from_secs(self.config().orchestrator.health_check_interval_secs.max(1));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            self.health_check().await;
+        }
+    }
+
+    /// Judges the interval since the last check and reports it: an alert
+    /// when work was queued but no cycle completed, a warning when the
+    /// success rate was under 90 % or the mean cycle time over target, a
+    /// `health_check` event otherwise.
+    pub async fn health_check(&self) {
+        let figures = lock(&self.inner.stats).take_interval();
+        let queue_depth = self.inner.deps.store.queue_depth().await.ok();
+        let config = self.config();
+        let target = config.orchestrator.target_cycle_ms;
+        let open_breakers = self
+            .breakers()
+            .into_iter()
+            .filter(|b| b.state != "closed")
+            .map(|b| b.name)
+            .collect::<Vec<_>>();
+        let data = serde_json::json!({
+            "cycles": figures.cycles,
+            "successRate": figures.success_rate(),
+            "averageCycleMs": figures.average_cycle_ms(),
+            "queueDepth": queue_depth,
+            "residentMemoryBytes": resident_memory_bytes(),
+            "notClosedBreakers": open_breakers,
+            "state": self.state(),
+        });
+        let (event, health) = if self.state() == RunState::Running
+            && figures.cycles == 0
+            && queue_depth.unwrap_or(0) > 0
+        {
+            (
+                Event::new(EventKind::PerformanceAlert, "work is queued but no cycle completed in the last interval"),
+                ComponentHealth::degraded("no cycle completed while work was queued"),
+            )
+        } else if figures.success_rate().is_some_and(|rate| rate < 0.9) {
+            (
+                Event::new(EventKind::PerformanceWarning, "job success rate under 90 % in the last interval"),
+                ComponentHealth::degraded("success rate under 90 %"),
+            )
+        } else if figures.average_cycle_ms().is_some_and(|ms| ms > target as f64) {
+            (
+                Event::new(EventKind::PerformanceWarning, format!("average cycle time over the {target} ms target")),
+                ComponentHealth::degraded("cycles slower than targetCycleMs"),
+            )
+        } else {
+            (Event::new(EventKind::HealthCheck, "orchestrator healthy"), ComponentHealth::ok())
+        };
+        *lock(&self.inner.health) = health;
+        self.publish(event.with_data(data));
+    }
+
+    async fn signal_loop(self, shutdown: CancellationToken) {
+        let mut breaker_changes = self.inner.breakers.subscribe();
+        let mut limit_changes = self.inner.adaptive.changes();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                change = breaker_changes.recv() => match change {
+                    Ok(change) => {
+                        let name = change.name.as_deref().unwrap_or("").to_owned();
+                        let (repo, pipeline) = name.split_once('/').unwrap_or((name.as_str(), ""));
+                        let mut event = Event::new(
+                            EventKind::CircuitStateChanged,
+                            format!("circuit breaker {name}: {} -> {}", circuit_state_name(change.from), circuit_state_name(change.to)),
+                        )
+                        .with_data(serde_json::json!({
+                            "name": name,
+                            "from": circuit_state_name(change.from),
+                            "to": circuit_state_name(change.to),
+                        }));
+                        if let Ok(repo) = RepoId::new(repo) {
+                            event = event.with_repo(repo);
+                        }
+                        if !pipeline.is_empty() {
+                            event = event.with_pipeline(pipeline);
+                        }
+                        self.publish(event);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                change = limit_changes.recv() => match change {
+                    Ok(change) => {
+                        metrics::gauge!("orchex_concurrency_limit").set(f64::from(change.to));
+                        self.publish(
+                            Event::new(EventKind::ConcurrencyChanged, format!("concurrency limit {} -> {}", change.from, change.to))
+                                .with_data(serde_json::json!({"from": change.from, "to": change.to})),
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+fn circuit_state_name(state: CircuitState) -> &'static str {
+    match state {
+        CircuitState::Closed => "closed",
+        CircuitState::Open => "open",
+        CircuitState::HalfOpen => "halfOpen",
+        CircuitState::ForcedOpen => "forcedOpen",
+        CircuitState::Disabled => "disabled",
+        CircuitState::MetricsOnly => "metricsOnly",
+        _ => "unknown",
+    }
+}
+
+fn outcome_message(job: &Job) -> String {
+    match job.state() {
+        JobState::Succeeded if job.changed == Some(true) => format!("job {} succeeded and delivered changes", job.id),
+        JobState::Succeeded => format!("job {} succeeded with no changes", job.id),
+        JobState::Skipped => format!(
+            "job {} skipped: {}",
+            job.id,
+            job.skip_reason.as_ref().map_or_else(String::new, ToString::to_string)
+        ),
+        state => format!(
+            "job {} {state}: {}",
+            job.id,
+            job.error.as_deref().unwrap_or("no reason recorded")
+        ),
+    }
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,821 @@
+//! The orchestrator end to end, in-process: real git repositories built
+//! with the git CLI in temporary directories, a real SQLite store, real
+//! child processes. Results are checked with `git` itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchex_core::config::Config;
+use orchex_core::{
+    Delivery, Event, EventKind, Job, JobId, JobState, Pipeline, RepoId, Repository, SkipReason,
+    Step, TriggerKind,
+};
+use orchex_orchestrator::{
+    ControlError, Events, ManualRun, Orchestrator, OrchestratorDeps, RunState,
+};
+use orchex_resilience::{ManualClock, SharedClock};
+use orchex_store::{JobStore, SqliteStore, StoreOptions};
+
+// === fixtures ===
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A repository with a committed `schema/api.txt` and `README.md`.
+fn repo_fixture(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("schema")).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("schema/api.txt"), "v1\n").unwrap();
+    std::fs::write(dir.join("README.md"), "hello\n").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "initial"]);
+    dir
+}
+
+fn run_step(name: &str, script: &str) -> Step {
+    Step {
+        name: name.into(),
+        run: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        ..Step::default()
+    }
+}
+
+fn pipeline(name: &str, script: &str) -> Pipeline {
+    let mut pipeline = Pipeline::new(name, vec![run_step("generate", script)]);
+    pipeline.triggers = vec![TriggerKind::Manual];
+    pipeline
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    store: Arc<SqliteStore>,
+    orchestrator: Orchestrator,
+    events: Arc<Mutex<Vec<Event>>>,
+    clock: ManualClock,
+}
+
+impl Harness {
+    async fn new(configure: impl FnOnce(&mut Config, &Path)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let mut config = Config::default();
+        config.orchestrator.max_concurrent = 4;
+        config.orchestrator.adaptive_optimization = false;
+        config.optimizer.schedule.enabled = false;
+        config.optimizer.safety.rate_limit_per_hour = 1000;
+        let path = repo_fixture(&root, "api");
+        config.repositories.push(Repository {
+            name: RepoId::new("api").unwrap(),
+            path,
+            enabled: true,
+            branch: Some("main".into()),
+        });
+        configure(&mut config, &root);
+        let store = Arc::new(
+            SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let clock = ManualClock::new();
+        let mut deps = OrchestratorDeps::new(
+            store.clone(),
+            Events::new(move |event| sink.lock().unwrap().push(event)),
+            root.join("data"),
+        );
+        deps.clock = SharedClock::from(clock.clone());
+        let orchestrator = Orchestrator::new(&config, deps).unwrap();
+        Self {
+            _dir: dir,
+            root,
+            store,
+            orchestrator,
+            events,
+            clock,
+        }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.root.join("api")
+    }
+
+    fn start(&self) {
+        self.orchestrator.start(futures::stream::pending()).unwrap();
+    }
+
+    async fn run(&self, pipeline: &str) -> Vec<Job> {
+        self.orchestrator
+            .trigger(ManualRun {
+                repo: "api".into(),
+                pipeline: Some(pipeline.into()),
+                ..ManualRun::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn wait_final(&self, id: JobId) -> Job {
+        for _ in 0..3000 {
+            let job = self.store.get_job(id).await.unwrap().unwrap();
+            if !matches!(job.state(), JobState::Queued | JobState::Running) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    fn kinds(&self) -> Vec<EventKind> {
+        self.events.lock().unwrap().iter().map(|e| e.kind).collect()
+    }
+}
+
+fn status(repo: &Path) -> (String, String, String) {
+    (
+        git(repo, &["status", "--porcelain"]),
+        git(repo, &["rev-parse", "HEAD"]),
+        git(repo, &["symbolic-ref", "HEAD"]),
+    )
+}
+
+// === lifecycle ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_twice_and_stop_cancels_jobs_after_the_grace_period() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline("slow", "sleep 1000"));
+    })
+    .await;
+    h.start();
+    assert!(h.orchestrator.start(futures::stream::pending()).is_err());
+    let job = h.run("slow").await.remove(0);
+    for _ in 0..500 {
+        if h.store.get_job(job.id).await.unwrap().unwrap().state() == JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.orchestrator.stop(Duration::from_millis(200)).await;
+    assert!(!h.orchestrator.is_started());
+    let job = h.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Cancelled);
+    assert_eq!(h.orchestrator.state(), RunState::Stopped);
+    assert!(h.kinds().contains(&EventKind::OrchestratorStopped));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failure_leaves_the_cycle_complete_with_the_right_counts() {
+    let h = Harness::new(|config, _| {
+        for n in 0..4 {
+            config.pipelines.push(pipeline(&format!("ok{n}"), "true"));
+        }
+        config.pipelines.push(pipeline("broken", "echo boom >&2; exit 7"));
+        for p in &mut config.pipelines {
+            p.deliver = Delivery::None;
+        }
+    })
+    .await;
+    let jobs = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 5);
+    // Run one cycle directly, with the loops not started.
+    h.orchestrator.start(futures::stream::pending()).unwrap();
+    h.orchestrator.pause().unwrap();
+    h.orchestrator.resume().unwrap();
+    let mut finals = Vec::new();
+    for job in &jobs {
+        finals.push(h.wait_final(job.id).await);
+    }
+    let failed: Vec<&Job> = finals.iter().filter(|j| j.state() == JobState::Failed).collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].error.as_deref().unwrap().contains("exited with code 7"));
+    assert_eq!(failed[0].steps[0].exit_code, Some(7));
+    assert!(failed[0].steps[0].output_tail.as_deref().unwrap().contains("boom"));
+    assert_eq!(finals.iter().filter(|j| j.state() == JobState::Succeeded).count(), 4);
+    let stats = h.orchestrator.stats();
+    assert!(stats.total_cycles >= 1);
+    assert_eq!(stats.jobs_by_outcome.get("succeeded"), Some(&4));
+    assert_eq!(stats.jobs_by_outcome.get("failed"), Some(&1));
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    assert!(h.kinds().contains(&EventKind::CycleCompleted));
+}
+
+// === delivery ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branch_delivery_commits_on_the_branch_and_leaves_the_user_untouched() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline(
+            "codegen",
+            "mkdir -p generated && cat schema/api.txt > generated/api.rs && echo \"$ORCHEX_TRIGGER\" > generated/trigger",
+        ));
+    })
+    .await;
+    // The user has uncommitted work in progress.
+    std::fs::write(h.repo().join("README.md"), "work in progress\n").unwrap();
+    let before = status(&h.repo());
+    h.start();
+    let job = h.run("codegen").await.remove(0);
+    let job = h.wait_final(job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(job.changed, Some(true));
+    let delivery = job.delivery.clone().unwrap();
+    assert_eq!(delivery.branch.as_deref(), Some("orchex/codegen"));
+    assert_eq!(delivery.previous, None);
+    let diff = job.diff.clone().unwrap();
+    assert_eq!(diff.added, vec!["generated/api.rs", "generated/trigger"]);
+    assert_eq!(status(&h.repo()), before, "the user's tree, HEAD or branch changed");
+    let repo = h.repo();
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), delivery.commit.clone().unwrap());
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen^"]), git(&repo, &["rev-parse", "main"]));
+    assert_eq!(git(&repo, &["show", "orchex/codegen:generated/api.rs"]), "v1");
+    assert_eq!(git(&repo, &["show", "orchex/codegen:generated/trigger"]), "manual");
+    git(&repo, &["fsck", "--strict"]);
+    // The impact of the new file is recorded.
+    assert!(job.impact.as_ref().is_some_and(|i| i.iter().any(|f| f.path == "generated/api.rs")));
+
+    // Same inputs again: skipped as unchanged, unless forced.
+    let again = h.run("codegen").await.remove(0);
+    let again = h.wait_final(again.id).await;
+    assert_eq!(again.state(), JobState::Skipped);
+    assert_eq!(again.skip_reason, Some(SkipReason::Unchanged));
+    let forced = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("codegen".into()),
+            force: true,
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let forced = h.wait_final(forced.id).await;
+    assert_eq!(forced.state(), JobState::Succeeded);
+    // The result equals the branch content, yet it is a new commit on top of main.
+    assert_eq!(forced.delivery.unwrap().previous, delivery.commit);
+
+    // Rollback of the older job is refused: a later job wrote the branch since.
+    let refused = h.orchestrator.rollback(job.id).await.unwrap_err();
+    assert!(matches!(refused, ControlError::Conflict(_)), "{refused:?}");
+    // Rolling back the newest one restores exactly what it replaced.
+    h.orchestrator.rollback(forced.id).await.unwrap();
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), delivery.commit.clone().unwrap());
+    let rolled = h.store.get_job(forced.id).await.unwrap().unwrap();
+    assert_eq!(rolled.state(), JobState::RolledBack);
+    assert!(h.kinds().contains(&EventKind::JobRolledBack));
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_delivery_branch_is_left_alone() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    h.start();
+    let first = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(first.state(), JobState::Succeeded);
+    // A human commits on orchex/codegen.
+    let repo = h.repo();
+    git(&repo, &["checkout", "-q", "orchex/codegen"]);
+    std::fs::write(repo.join("human.txt"), "mine\n").unwrap();
+    git(&repo, &["add", "human.txt"]);
+    git(&repo, &["commit", "-q", "-m", "human edit"]);
+    git(&repo, &["checkout", "-q", "main"]);
+    let human_tip = git(&repo, &["rev-parse", "orchex/codegen"]);
+    let second = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(second.state(), JobState::Skipped);
+    assert_eq!(
+        second.skip_reason,
+        Some(SkipReason::ManuallyEdited {
+            branch: "orchex/codegen".into()
+        })
+    );
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), human_tip);
+    // Rollback refuses too: the branch holds the human's commit.
+    assert!(matches!(
+        h.orchestrator.rollback(first.id).await,
+        Err(ControlError::Conflict(_))
+    ));
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), human_tip);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_paths_are_never_written() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline(
+            "sneaky",
+            "mkdir -p .github/workflows && echo x > .github/workflows/ci.yml",
+        ));
+    })
+    .await;
+    h.start();
+    let job = h.wait_final(h.run("sneaky").await.remove(0).id).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.error.as_deref().unwrap().contains("protected path .github/workflows/ci.yml"));
+    assert!(job.delivery.is_none());
+    let branches = git(&h.repo(), &["branch", "--list", "orchex/*"]);
+    assert!(branches.is_empty(), "{branches}");
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+async fn wait_for_file(path: &Path) {
+    for _ in 0..3000 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worktree_delivery_reports_conflicts_and_rollback_restores_or_refuses() {
+    let h = Harness::new(|config, root| {
+        let mut p = pipeline(
+            "fix",
+            // Rewrites two files and adds one, then waits until the test
+            // has edited README.md in the user's tree.
+            "echo v2 > schema/api.txt; echo fixed > README.md; echo new > added.txt; \
+             touch \"$STARTED\"; while [ ! -e \"$GO\" ]; do sleep 0.02; done",
+        );
+        p.deliver = Delivery::Worktree;
+        let env = &mut p.steps[0].env;
+        env.insert("STARTED".into(), root.join("started").display().to_string());
+        env.insert("GO".into(), root.join("go").display().to_string());
+        config.pipelines.push(p);
+    })
+    .await;
+    let repo = h.repo();
+    h.start();
+    let job = h.run("fix").await.remove(0);
+    wait_for_file(&h.root.join("started")).await;
+    std::fs::write(repo.join("README.md"), "user edit\n").unwrap();
+    std::fs::write(h.root.join("go"), "").unwrap();
+    let job = h.wait_final(job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    let delivery = job.delivery.clone().unwrap();
+    assert_eq!(delivery.conflicts, vec!["README.md"]);
+    assert_eq!(delivery.files, vec!["added.txt", "schema/api.txt"]);
+    // The user's edit won; the rest was applied.
+    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "user edit\n");
+    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "v2\n");
+    assert_eq!(std::fs::read_to_string(repo.join("added.txt")).unwrap(), "new\n");
+
+    // Rollback restores exactly what the job replaced.
+    h.orchestrator.rollback(job.id).await.unwrap();
+    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "v1\n");
+    assert!(!repo.join("added.txt").exists());
+    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "user edit\n");
+
+    // Deliver again; this time the user edits a delivered file afterwards.
+    std::fs::remove_file(h.root.join("go")).unwrap();
+    std::fs::remove_file(h.root.join("started")).unwrap();
+    git(&repo, &["checkout", "-q", "--", "README.md"]);
+    let again = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("fix".into()),
+            force: true,
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    wait_for_file(&h.root.join("started")).await;
+    std::fs::write(h.root.join("go"), "").unwrap();
+    let again = h.wait_final(again.id).await;
+    assert_eq!(again.state(), JobState::Succeeded, "{:?}", again.error);
+    std::fs::write(repo.join("schema/api.txt"), "user changed it\n").unwrap();
+    let refused = h.orchestrator.rollback(again.id).await.unwrap_err();
+    assert!(matches!(refused, ControlError::Conflict(ref m) if m.contains("schema/api.txt")), "{refused:?}");
+    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "user changed it\n");
+    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "fixed\n");
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+// === safety ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_skips_with_a_retry_time_and_force_bypasses_it() {
+    let h = Harness::new(|config, _| {
+        config.optimizer.safety.rate_limit_per_hour = 2;
+        let mut p = pipeline("dry", "date +%N > stamp");
+        p.deliver = Delivery::None;
+        config.pipelines.push(p);
+    })
+    .await;
+    h.start();
+    for _ in 0..2 {
+        let job = h.wait_final(h.run("dry").await.remove(0).id).await;
+        assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    }
+    let limited = h.wait_final(h.run("dry").await.remove(0).id).await;
+    assert_eq!(limited.state(), JobState::Skipped);
+    match limited.skip_reason {
+        Some(SkipReason::RateLimited { retry_at }) => assert!(retry_at > jiff::Timestamp::now()),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert!(h.kinds().contains(&EventKind::RateLimited));
+    let forced = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("dry".into()),
+            force: true,
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(h.wait_final(forced.id).await.state(), JobState::Succeeded);
+    // The manual clock moves a token's worth of time: admitted again.
+    h.clock.advance(Duration::from_secs(1800));
+    let later = h.wait_final(h.run("dry").await.remove(0).id).await;
+    assert_eq!(later.state(), JobState::Succeeded, "{:?}", later.skip_reason);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_after_n_failures_half_opens_after_the_cooldown_and_closes_on_success() {
+    let h = Harness::new(|config, root| {
+        config.optimizer.safety.circuit_breaker_threshold = 3;
+        config.optimizer.safety.circuit_breaker_cooldown_secs = 60;
+        let mut p = pipeline("flaky", "test -e \"$HEALED\"");
+        p.deliver = Delivery::None;
+        p.steps[0].env.insert("HEALED".into(), root.join("healed").display().to_string());
+        config.pipelines.push(p);
+    })
+    .await;
+    h.start();
+    for _ in 0..3 {
+        let job = h.wait_final(h.run("flaky").await.remove(0).id).await;
+        assert_eq!(job.state(), JobState::Failed);
+    }
+    let rejected = h.wait_final(h.run("flaky").await.remove(0).id).await;
+    assert_eq!(rejected.state(), JobState::Skipped);
+    assert!(matches!(rejected.skip_reason, Some(SkipReason::CircuitOpen { .. })), "{:?}", rejected.skip_reason);
+    let breakers = h.orchestrator.breakers();
+    assert_eq!(breakers[0].name, "api/flaky");
+    assert_eq!(breakers[0].state, "open");
+    // The cooldown passes (plus its jitter) and the cause is fixed.
+    std::fs::write(h.root.join("healed"), "").unwrap();
+    h.clock.advance(Duration::from_secs(70));
+    let trial = h.wait_final(h.run("flaky").await.remove(0).id).await;
+    assert_eq!(trial.state(), JobState::Succeeded, "{:?}", trial.skip_reason);
+    assert_eq!(h.orchestrator.breakers()[0].state, "closed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let transitions = h
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::CircuitStateChanged)
+        .map(|e| e.data["to"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(transitions, vec!["open", "halfOpen", "closed"]);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_stop_kills_every_running_job_and_delivers_nothing() {
+    let h = Harness::new(|config, root| {
+        config.orchestrator.max_concurrent = 8;
+        for n in 0..6 {
+            let mut p = pipeline(
+                &format!("long{n}"),
+                "echo result > out.txt; sleep 1000 & echo $! >> \"$PIDS\"; wait",
+            );
+            p.steps[0].env.insert("PIDS".into(), root.join("pids").display().to_string());
+            config.pipelines.push(p);
+        }
+    })
+    .await;
+    h.start();
+    let jobs = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 6);
+    for _ in 0..3000 {
+        let pids = std::fs::read_to_string(h.root.join("pids")).unwrap_or_default();
+        if pids.lines().count() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancelled = h.orchestrator.emergency_stop().await;
+    assert_eq!(cancelled.len(), 6);
+    assert_eq!(h.orchestrator.state(), RunState::EmergencyStopped);
+    for job in &jobs {
+        let job = h.store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(job.state(), JobState::Cancelled);
+        assert!(job.delivery.is_none());
+    }
+    let pids = std::fs::read_to_string(h.root.join("pids")).unwrap();
+    for pid in pids.lines() {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(false);
+        assert!(!alive, "process {pid} survived the emergency stop");
+    }
+    assert!(git(&h.repo(), &["branch", "--list", "orchex/*"]).is_empty());
+    assert!(h.kinds().contains(&EventKind::EmergencyStop));
+    // Manual runs are refused until resume.
+    assert!(matches!(
+        h.orchestrator.trigger(ManualRun { repo: "api".into(), ..ManualRun::default() }).await,
+        Err(ControlError::Unavailable(_))
+    ));
+    h.orchestrator.resume().unwrap();
+    h.orchestrator.stop(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_a_queued_and_a_running_job() {
+    let h = Harness::new(|config, _| {
+        config.orchestrator.max_concurrent = 1;
+        config.pipelines.push(pipeline("long", "sleep 1000"));
+        config.pipelines.push(pipeline("next", "true"));
+    })
+    .await;
+    h.start();
+    let running = h.run("long").await.remove(0);
+    for _ in 0..500 {
+        if h.store.get_job(running.id).await.unwrap().unwrap().state() == JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued = h.run("next").await.remove(0);
+    h.orchestrator.cancel(queued.id).await.unwrap();
+    assert_eq!(h.store.get_job(queued.id).await.unwrap().unwrap().state(), JobState::Cancelled);
+    h.orchestrator.cancel(running.id).await.unwrap();
+    assert_eq!(h.wait_final(running.id).await.state(), JobState::Cancelled);
+    // A finished job cannot be cancelled.
+    assert!(matches!(h.orchestrator.cancel(running.id).await, Err(ControlError::Conflict(_))));
+    assert!(matches!(h.orchestrator.cancel(JobId::new()).await, Err(ControlError::NotFound(_))));
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_requests_are_validated() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline("codegen", "true"));
+    })
+    .await;
+    h.start();
+    let unknown_repo = h.orchestrator.trigger(ManualRun { repo: "nope".into(), ..ManualRun::default() }).await;
+    assert!(matches!(unknown_repo, Err(ControlError::NotFound(_))));
+    let unknown_pipeline = h
+        .orchestrator
+        .trigger(ManualRun { repo: "api".into(), pipeline: Some("nope".into()), ..ManualRun::default() })
+        .await;
+    assert!(matches!(unknown_pipeline, Err(ControlError::NotFound(_))));
+    assert_eq!(h.orchestrator.routing_table().len(), 1);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+// === adaptive concurrency ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_limit_lowers_parallelism_under_failures_and_raises_it_again() {
+    let h = Harness::new(|config, _| {
+        config.orchestrator.max_concurrent = 4;
+        config.orchestrator.adaptive_optimization = true;
+        config.optimizer.safety.circuit_breaker_threshold = 1000;
+        for n in 0..4 {
+            let mut p = pipeline(&format!("bad{n}"), "exit 1");
+            p.deliver = Delivery::None;
+            config.pipelines.push(p);
+        }
+        for n in 0..4 {
+            let mut p = pipeline(&format!("good{n}"), "sleep 0.3");
+            p.deliver = Delivery::None;
+            config.pipelines.push(p);
+        }
+    })
+    .await;
+    assert_eq!(h.orchestrator.concurrency_limit(), 4);
+    h.start();
+    h.orchestrator.pause().unwrap();
+    let mut bad = Vec::new();
+    for n in 0..4 {
+        bad.push(h.run(&format!("bad{n}")).await.remove(0));
+    }
+    h.orchestrator.resume().unwrap();
+    for job in &bad {
+        assert_eq!(h.wait_final(job.id).await.state(), JobState::Failed);
+    }
+    let lowered = h.orchestrator.concurrency_limit();
+    assert!(lowered < 4, "the limit stayed at {lowered} after 4 failures");
+
+    // The next cycle really runs at the lowered limit.
+    h.orchestrator.pause().unwrap();
+    let mut good = Vec::new();
+    for n in 0..4 {
+        good.push(h.run(&format!("good{n}")).await.remove(0));
+    }
+    h.orchestrator.resume().unwrap();
+    for job in &good {
+        assert_eq!(h.wait_final(job.id).await.state(), JobState::Succeeded);
+    }
+    let cycles: Vec<u64> = h
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::CycleCompleted)
+        .map(|e| e.data["parallelism"].as_u64().unwrap())
+        .collect();
+    assert!(cycles.iter().all(|p| *p <= 4));
+    assert!(
+        cycles.last().copied().unwrap() <= u64::from(lowered.max(1)) + 1,
+        "parallelism {cycles:?} with limit {lowered}"
+    );
+    assert!(h.kinds().contains(&EventKind::ConcurrencyChanged));
+    // Successes at full use raise it again.
+    for round in 0..3 {
+        let _ = round;
+        h.orchestrator.pause().unwrap();
+        let mut jobs = Vec::new();
+        for n in 0..4 {
+            let job = h
+                .orchestrator
+                .trigger(ManualRun {
+                    repo: "api".into(),
+                    pipeline: Some(format!("good{n}")),
+                    force: true,
+                    ..ManualRun::default()
+                })
+                .await
+                .unwrap()
+                .remove(0);
+            jobs.push(job);
+        }
+        h.orchestrator.resume().unwrap();
+        for job in &jobs {
+            h.wait_final(job.id).await;
+        }
+    }
+    assert!(
+        h.orchestrator.concurrency_limit() > lowered,
+        "the limit did not recover from {lowered}"
+    );
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+// === queue ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_coalesces_and_applies_backpressure() {
+    let h = Harness::new(|config, _| {
+        config.orchestrator.queue_capacity = 2;
+        config.pipelines.push(pipeline("a", "true"));
+        config.pipelines.push(pipeline("b", "true"));
+        config.pipelines.push(pipeline("c", "true"));
+    })
+    .await;
+    // Not started: jobs stay queued.
+    let first = h.run("a").await.remove(0);
+    let again = h.run("a").await.remove(0);
+    assert_eq!(first.id, again.id, "the same repo × pipeline coalesces");
+    let second = h.run("b").await.remove(0);
+    assert_eq!(second.state(), JobState::Queued);
+    let third = h.run("c").await.remove(0);
+    assert_eq!(third.state(), JobState::Skipped);
+    assert_eq!(third.skip_reason, Some(SkipReason::QueueFull));
+}
+
+// === crash recovery ===
+
+/// Runs in a child process (see `crash_recovery_...`): starts an
+/// orchestrator on the given directory and a long worktree job, then waits
+/// to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("ORCHEX_CRASH_CHILD_DIR") else {
+        return;
+    };
+    let root = PathBuf::from(dir);
+    let config = crash_config(&root);
+    let store = Arc::new(SqliteStore::open_in_dir(root.join("data"), StoreOptions::default()).await.unwrap());
+    let orchestrator = Orchestrator::new(
+        &config,
+        OrchestratorDeps::new(store, Events::discard(), root.join("data")),
+    )
+    .unwrap();
+    orchestrator.start(futures::stream::pending()).unwrap();
+    orchestrator
+        .trigger(ManualRun { repo: "api".into(), pipeline: Some("long".into()), ..ManualRun::default() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+fn crash_config(root: &Path) -> Config {
+    let mut config = Config::default();
+    config.optimizer.schedule.enabled = false;
+    config.repositories.push(Repository {
+        name: RepoId::new("api").unwrap(),
+        path: root.join("api"),
+        enabled: true,
+        branch: Some("main".into()),
+    });
+    let mut p = pipeline(
+        "long",
+        "echo changed > README.md; sleep 1000 & echo $! > \"$PID\"; wait",
+    );
+    p.deliver = Delivery::Worktree;
+    p.steps[0].env.insert("PID".into(), root.join("step.pid").display().to_string());
+    config.pipelines.push(p);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    repo_fixture(&root, "api");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--nocapture"])
+        .env("ORCHEX_CRASH_CHILD_DIR", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&root.join("step.pid")).await;
+    // Give the pid file its content.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let step_pid: i32 = std::fs::read_to_string(root.join("step.pid")).unwrap().trim().parse().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The step's group outlived the daemon...
+    assert!(Path::new(&format!("/proc/{step_pid}")).exists());
+
+    let config = crash_config(&root);
+    let store = Arc::new(SqliteStore::open_in_dir(root.join("data"), StoreOptions::default()).await.unwrap());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let orchestrator = Orchestrator::new(
+        &config,
+        OrchestratorDeps::new(store.clone(), Events::new(move |e| sink.lock().unwrap().push(e)), root.join("data")),
+    )
+    .unwrap();
+    let summary = orchestrator.recover().await.unwrap();
+    assert_eq!(summary.requeued.len(), 1);
+    assert!(summary.killed_groups >= 1);
+    assert!(summary.removed_workspaces >= 1);
+    // ...until recovery killed it.
+    let mut dead = false;
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{step_pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z') {
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dead, "step process {step_pid} survived recovery");
+    let job = store.get_job(summary.requeued[0]).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Queued);
+    assert_eq!(job.interruptions, 1);
+    // Nothing half-applied in the user's repository.
+    assert_eq!(git(&root.join("api"), &["status", "--porcelain"]), "");
+    assert!(!root.join("data/workspaces").read_dir().is_ok_and(|mut d| d.next().is_some()));
+    assert!(events.lock().unwrap().iter().any(|e| e.kind == EventKind::JobInterrupted));
+}
