@@ -10,10 +10,15 @@ use orchex_core::analysis::Indentation;
 const MAX_MEASURED_BYTES: usize = 4 * 1024 * 1024;
 
 /// The impact on one file, or `None` when neither side is measurable text.
-pub(crate) fn file_impact(path: &str, before: Option<&[u8]>, after: Option<&[u8]>) -> Option<FileImpact> {
+pub(crate) fn file_impact(
+    path: &str,
+    before: Option<&[u8]>,
+    after: Option<&[u8]>,
+) -> Option<FileImpact> {
     let measure = |bytes: Option<&[u8]>| -> Option<Indentation> {
         let bytes = bytes?;
-        (bytes.len() <= MAX_MEASURED_BYTES && !bytes.contains(&0)).then(|| Indentation::measure(bytes))
+        (bytes.len() <= MAX_MEASURED_BYTES && !bytes.contains(&0))
+            .then(|| Indentation::measure(bytes))
     };
     let (before, after) = (measure(before), measure(after));
     if before.is_none() && after.is_none() {
@@ -36,7 +41,12 @@ mod tests {
 
     #[test]
     fn impact_compares_before_and_after() {
-        let impact = file_impact("a.rs", Some(b"fn f() {\n        deep();\n}\n"), Some(b"fn f() {\n    shallow();\n}\n")).unwrap();
+        let impact = file_impact(
+            "a.rs",
+            Some(b"fn f() {\n        deep();\n}\n"),
+            Some(b"fn f() {\n    shallow();\n}\n"),
+        )
+        .unwrap();
         assert!(impact.complexity_after < impact.complexity_before);
         assert_eq!((impact.loc_before, impact.loc_after), (3, 3));
         let created = file_impact("b.rs", None, Some(b"x\n")).unwrap();

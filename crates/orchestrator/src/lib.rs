@@ -33,9 +33,7 @@ pub use control::{
     RunState, RunningJob,
 };
 pub use events::Events;
-pub use orchestrator::{
-    Orchestrator, OrchestratorDeps, OrchestratorError, RecoverySummary,
-};
+pub use orchestrator::{Orchestrator, OrchestratorDeps, OrchestratorError, RecoverySummary};
 pub use process::{
     ProcessOutcome, ProcessSpec, SpawnError, Termination, kill_process_group, run_process,
 };

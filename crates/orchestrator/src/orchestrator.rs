@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use orchex_core::config::Config;
 use orchex_core::{
-    ComponentHealth, Event, EventKind, Job, JobId, JobState, ParallelExecution, RepoId,
-    Repository, Severity, SkipReason, Timestamp, Trigger, TriggerKind,
+    ComponentHealth, Event, EventKind, Job, JobId, JobState, ParallelExecution, RepoId, Repository,
+    Severity, SkipReason, Timestamp, Trigger, TriggerKind,
 };
 use orchex_git::Signature;
 use orchex_resilience::{
@@ -170,19 +170,21 @@ fn breaker_config(config: &Config) -> CircuitBreakerConfig {
     )
     .half_open(1, None)
     .open_duration(Duration::from_secs(safety.circuit_breaker_cooldown_secs))
-    .open_backoff(2.0, Duration::from_secs(safety.circuit_breaker_cooldown_secs.saturating_mul(32)))
+    .open_backoff(
+        2.0,
+        Duration::from_secs(safety.circuit_breaker_cooldown_secs.saturating_mul(32)),
+    )
     .open_jitter(0.1)
 }
 
 fn limit_algorithm(config: &Config) -> LimitAlgorithm {
-    let max = u32::try_from(config.orchestrator.effective_max_concurrent().get()).unwrap_or(u32::MAX);
+    let max =
+        u32::try_from(config.orchestrator.effective_max_concurrent().get()).unwrap_or(u32::MAX);
     // A job's latency is long and varied; only a job slower than its own
     // timeout counts as an overload signal, besides failures.
-    LimitAlgorithm::Aimd(
-        AimdConfig::new(max, 1, max)
-            .backoff_ratio(0.5)
-            .timeout(Duration::from_secs(config.optimizer.safety.job_timeout_secs)),
-    )
+    LimitAlgorithm::Aimd(AimdConfig::new(max, 1, max).backoff_ratio(0.5).timeout(
+        Duration::from_secs(config.optimizer.safety.job_timeout_secs),
+    ))
 }
 
 fn max_concurrent(config: &Config) -> u32 {
@@ -211,8 +213,9 @@ impl Orchestrator {
         .max_keys(10_000)
         .build()
         .map_err(|e| invalid(&e))?;
-        let breakers = CircuitBreakerRegistry::with_clock(breaker_config(config), deps.clock.clone())
-            .map_err(|e| invalid(&e))?;
+        let breakers =
+            CircuitBreakerRegistry::with_clock(breaker_config(config), deps.clock.clone())
+                .map_err(|e| invalid(&e))?;
         let bulkhead = Bulkhead::builder(BulkheadConfig::new(max_concurrent(config)))
             .name("jobs")
             .build()
@@ -222,7 +225,13 @@ impl Orchestrator {
             .name("jobs")
             .build()
             .map_err(|e| invalid(&e))?;
-        let interval = Duration::from_secs(config.optimizer.schedule.interval_minutes.saturating_mul(60));
+        let interval = Duration::from_secs(
+            config
+                .optimizer
+                .schedule
+                .interval_minutes
+                .saturating_mul(60),
+        );
         let engine = Engine {
             storage: deps.storage.clone(),
             store: Arc::clone(&deps.store),
@@ -312,15 +321,23 @@ impl Orchestrator {
         let config = self.config();
         for (ids, requeued) in [(&report.requeued, true), (&report.failed, false)] {
             for id in ids {
-                let Ok(Some(job)) = store.get_job(*id).await else { continue };
+                let Ok(Some(job)) = store.get_job(*id).await else {
+                    continue;
+                };
                 if let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) {
-                    match engine::undo_interrupted_delivery(store.as_ref(), &job, &repo.path).await {
+                    match engine::undo_interrupted_delivery(store.as_ref(), &job, &repo.path).await
+                    {
                         Ok(n) => summary.undone_deliveries += n,
-                        Err(err) => tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery"),
+                        Err(err) => {
+                            tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
+                        }
                     }
                 }
                 let message = if requeued {
-                    format!("job {} was interrupted by a daemon stop and is queued again", job.id)
+                    format!(
+                        "job {} was interrupted by a daemon stop and is queued again",
+                        job.id
+                    )
                 } else {
                     format!("job {} was interrupted twice and has failed", job.id)
                 };
@@ -349,7 +366,10 @@ impl Orchestrator {
         self.inner.state.send_replace(RunState::Running);
         self.sync_scheduler(&self.config());
         let handles = vec![
-            tokio::spawn(self.clone().intake_loop(Box::pin(triggers), shutdown.clone())),
+            tokio::spawn(
+                self.clone()
+                    .intake_loop(Box::pin(triggers), shutdown.clone()),
+            ),
             tokio::spawn(self.clone().cycle_loop(shutdown.clone())),
             tokio::spawn(self.clone().schedule_loop(shutdown.clone())),
             tokio::spawn(self.clone().health_loop(shutdown.clone())),
@@ -357,7 +377,10 @@ impl Orchestrator {
         ];
         *tasks = Some(Tasks { shutdown, handles });
         drop(tasks);
-        self.publish(Event::new(EventKind::OrchestratorStarted, "orchestrator started"));
+        self.publish(Event::new(
+            EventKind::OrchestratorStarted,
+            "orchestrator started",
+        ));
         metrics::gauge!("orchex_concurrency_limit").set(f64::from(self.concurrency_limit()));
         Ok(())
     }
@@ -387,7 +410,10 @@ impl Orchestrator {
         for handle in tasks.handles {
             let _ = handle.await;
         }
-        self.publish(Event::new(EventKind::OrchestratorStopped, "orchestrator stopped"));
+        self.publish(Event::new(
+            EventKind::OrchestratorStopped,
+            "orchestrator stopped",
+        ));
     }
 
     async fn wait_idle(&self) {
@@ -422,8 +448,16 @@ impl Orchestrator {
             .adaptive
             .reconfigure(limit_algorithm(config))
             .map_err(|e| invalid(&e))?;
-        *self.inner.routing.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(routing);
-        *self.inner.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config.clone());
+        *self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(routing);
+        *self
+            .inner
+            .config
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(config.clone());
         self.sync_scheduler(config);
         self.inner.wake.notify_one();
         Ok(())
@@ -433,7 +467,13 @@ impl Orchestrator {
         let now = Timestamp::now();
         let mut scheduler = lock(&self.inner.scheduler);
         scheduler.set_interval(
-            Duration::from_secs(config.optimizer.schedule.interval_minutes.saturating_mul(60)),
+            Duration::from_secs(
+                config
+                    .optimizer
+                    .schedule
+                    .interval_minutes
+                    .saturating_mul(60),
+            ),
             now,
         );
         let wanted: HashSet<&RepoId> = config
@@ -493,7 +533,12 @@ impl Orchestrator {
         Ok(jobs)
     }
 
-    async fn enqueue(&self, trigger: &Trigger, pipeline: &str, config: &Config) -> Result<Job, ControlError> {
+    async fn enqueue(
+        &self,
+        trigger: &Trigger,
+        pipeline: &str,
+        config: &Config,
+    ) -> Result<Job, ControlError> {
         let store = &self.inner.deps.store;
         let internal = |e: &dyn std::fmt::Display| ControlError::Internal(format!("storage: {e}"));
         if let Some(existing) = store
@@ -513,20 +558,30 @@ impl Orchestrator {
             },
         );
         let depth = store.queue_depth().await.map_err(|e| internal(&e))?;
-        store.insert_job(job.clone()).await.map_err(|e| internal(&e))?;
+        store
+            .insert_job(job.clone())
+            .await
+            .map_err(|e| internal(&e))?;
         if depth >= config.orchestrator.queue_capacity as u64 {
             let job = store
-                .transition(job.id, JobState::Skipped, JobPatch::new().skip_reason(SkipReason::QueueFull))
+                .transition(
+                    job.id,
+                    JobState::Skipped,
+                    JobPatch::new().skip_reason(SkipReason::QueueFull),
+                )
                 .await
                 .map_err(|e| internal(&e))?;
             self.finish_bookkeeping(&job, "the queue is full (queueCapacity)".to_owned(), false);
             return Ok(job);
         }
-        self.publish(Self::job_event(
-            &job,
-            EventKind::JobQueued,
-            format!("job {} queued ({} on {})", job.id, job.pipeline, job.repo),
-        ).with_data(serde_json::json!({"trigger": job.trigger.kind, "priority": job.priority})));
+        self.publish(
+            Self::job_event(
+                &job,
+                EventKind::JobQueued,
+                format!("job {} queued ({} on {})", job.id, job.pipeline, job.repo),
+            )
+            .with_data(serde_json::json!({"trigger": job.trigger.kind, "priority": job.priority})),
+        );
         metrics::counter!("orchex_jobs_queued_total").increment(1);
         Ok(job)
     }
@@ -564,19 +619,23 @@ impl Orchestrator {
         if outcomes.is_empty() {
             return None;
         }
-        let cycle = self.finalise_cycle(&outcomes, started_at, started, peak.load(Ordering::Relaxed));
+        let cycle =
+            self.finalise_cycle(&outcomes, started_at, started, peak.load(Ordering::Relaxed));
         self.check_performance_targets(&cycle);
         Some(cycle)
     }
 
     async fn initialise_cycle(&self) -> Option<(usize, usize)> {
         let depth = self.inner.deps.store.queue_depth().await.ok()?;
+        #[allow(clippy::cast_precision_loss)] // a queue never nears 2^52 jobs
         metrics::gauge!("orchex_queue_depth").set(depth as f64);
         if depth == 0 || !self.dispatching() {
             return None;
         }
         let budget = usize::try_from(depth).unwrap_or(usize::MAX);
-        let limit = usize::try_from(self.concurrency_limit()).unwrap_or(1).max(1);
+        let limit = usize::try_from(self.concurrency_limit())
+            .unwrap_or(1)
+            .max(1);
         Some((budget, limit))
     }
 
@@ -587,19 +646,9 @@ impl Orchestrator {
         in_flight: &AtomicU32,
         peak: &AtomicU32,
     ) -> Vec<JobState> {
-        let claims = futures::stream::unfold((), |()| async {
-            if !self.dispatching() {
-                return None;
-            }
-            match self.inner.deps.store.claim_next(&self.inner.worker, LEASE).await {
-                Ok(Some(job)) => Some((job, ())),
-                Ok(None) => None,
-                Err(err) => {
-                    tracing::error!(%err, "cannot claim a job");
-                    *lock(&self.inner.health) = ComponentHealth::degraded(format!("cannot claim jobs: {err}"));
-                    None
-                }
-            }
+        let claims = futures::stream::unfold(self.clone(), |this| async move {
+            let job = this.claim().await?;
+            Some((job, this))
         })
         .take(budget);
         claims
@@ -608,6 +657,27 @@ impl Orchestrator {
             .filter_map(|state| async move { state })
             .collect()
             .await
+    }
+
+    async fn claim(&self) -> Option<Job> {
+        if !self.dispatching() {
+            return None;
+        }
+        match self
+            .inner
+            .deps
+            .store
+            .claim_next(&self.inner.worker, LEASE)
+            .await
+        {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(%err, "cannot claim a job");
+                *lock(&self.inner.health) =
+                    ComponentHealth::degraded(format!("cannot claim jobs: {err}"));
+                None
+            }
+        }
     }
 
     fn finalise_cycle(
@@ -628,7 +698,12 @@ impl Orchestrator {
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             executed: u32::try_from(outcomes.len()).unwrap_or(u32::MAX),
             succeeded: count(|s| *s == JobState::Succeeded),
-            failed: count(|s| matches!(s, JobState::Failed | JobState::TimedOut | JobState::Cancelled)),
+            failed: count(|s| {
+                matches!(
+                    s,
+                    JobState::Failed | JobState::TimedOut | JobState::Cancelled
+                )
+            }),
             parallelism,
         };
         lock(&self.inner.stats).cycle_completed(cycle.clone());
@@ -653,16 +728,26 @@ impl Orchestrator {
             self.publish(
                 Event::new(
                     EventKind::PerformanceWarning,
-                    format!("cycle took {} ms, over the {target} ms target", cycle.duration_ms),
+                    format!(
+                        "cycle took {} ms, over the {target} ms target",
+                        cycle.duration_ms
+                    ),
                 )
-                .with_data(serde_json::json!({"cycleMs": cycle.duration_ms, "targetCycleMs": target})),
+                .with_data(
+                    serde_json::json!({"cycleMs": cycle.duration_ms, "targetCycleMs": target}),
+                ),
             );
         }
     }
 
     /// Runs one claimed job to its final state; `None` when it was not
     /// ours to finish (cancelled while queued).
-    async fn process_job(&self, job: Job, in_flight: &AtomicU32, peak: &AtomicU32) -> Option<JobState> {
+    async fn process_job(
+        &self,
+        job: Job,
+        in_flight: &AtomicU32,
+        peak: &AtomicU32,
+    ) -> Option<JobState> {
         if lock(&self.inner.cancelled_while_queued).remove(&job.id) {
             return None;
         }
@@ -670,10 +755,14 @@ impl Orchestrator {
         let routing = self.routing();
         let token = CancellationToken::new();
         let pipeline = routing.pipeline(&job.pipeline).cloned();
-        let repo = config.repositories.iter().find(|r| r.name == job.repo).cloned();
-        let steps_total = pipeline
-            .as_ref()
-            .map_or(0, |p| u32::try_from(p.steps.len() + p.validate.len()).unwrap_or(u32::MAX));
+        let repo = config
+            .repositories
+            .iter()
+            .find(|r| r.name == job.repo)
+            .cloned();
+        let steps_total = pipeline.as_ref().map_or(0, |p| {
+            u32::try_from(p.steps.len() + p.validate.len()).unwrap_or(u32::MAX)
+        });
         lock(&self.inner.running).insert(
             job.id,
             Running {
@@ -691,7 +780,11 @@ impl Orchestrator {
         let now_running = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         peak.fetch_max(now_running, Ordering::Relaxed);
         metrics::gauge!("orchex_jobs_running").increment(1.0);
-        self.publish(Self::job_event(&job, EventKind::JobStarted, format!("job {} started", job.id)));
+        self.publish(Self::job_event(
+            &job,
+            EventKind::JobStarted,
+            format!("job {} started", job.id),
+        ));
         let started = Instant::now();
 
         let (state, patch) = match (pipeline, repo) {
@@ -704,7 +797,8 @@ impl Orchestrator {
                 JobPatch::new().error(format!("repository {} is no longer configured", job.repo)),
             ),
             (Some(pipeline), Some(repo)) => {
-                self.guarded_run(&job, &pipeline, &repo, &config, &token, in_flight).await
+                self.guarded_run(&job, &pipeline, &repo, &config, &token, in_flight)
+                    .await
             }
         };
 
@@ -772,9 +866,13 @@ impl Orchestrator {
             let next = remaining.pop_front();
             (next, remaining)
         };
-        let (Some(trigger), remaining) = next else { return };
+        let (Some(trigger), remaining) = next else {
+            return;
+        };
         let config = self.config();
-        let Some(pipeline) = trigger.pipeline.clone() else { return };
+        let Some(pipeline) = trigger.pipeline.clone() else {
+            return;
+        };
         match self.enqueue(&trigger, &pipeline, &config).await {
             Ok(next_job) => {
                 if !remaining.is_empty() && next_job.state() == JobState::Queued {
@@ -806,15 +904,25 @@ impl Orchestrator {
         {
             let retry_at = now_plus(refused.wait_time().unwrap_or_default());
             self.publish(
-                Self::job_event(job, EventKind::RateLimited, format!("rate limit of {} reached; next token at {retry_at}", job.repo))
-                    .with_data(serde_json::json!({"retryAt": retry_at, "cost": pipeline.rate_cost})),
+                Self::job_event(
+                    job,
+                    EventKind::RateLimited,
+                    format!(
+                        "rate limit of {} reached; next token at {retry_at}",
+                        job.repo
+                    ),
+                )
+                .with_data(serde_json::json!({"retryAt": retry_at, "cost": pipeline.rate_cost})),
             );
             return (
                 JobState::Skipped,
                 JobPatch::new().skip_reason(SkipReason::RateLimited { retry_at }),
             );
         }
-        let breaker = self.inner.breakers.get_or_insert(format!("{}/{}", job.repo, job.pipeline));
+        let breaker = self
+            .inner
+            .breakers
+            .get_or_insert(format!("{}/{}", job.repo, job.pipeline));
         let permit = match breaker.try_acquire_owned() {
             Ok(permit) => permit,
             Err(refused) => {
@@ -834,7 +942,10 @@ impl Orchestrator {
         };
         let Ok(_slot) = slot else {
             permit.ignore();
-            return (JobState::Failed, JobPatch::new().error("the job bulkhead refused the job"));
+            return (
+                JobState::Failed,
+                JobPatch::new().error("the job bulkhead refused the job"),
+            );
         };
         let started = Instant::now();
         let progress_of = Arc::clone(&self.inner);
@@ -863,15 +974,24 @@ impl Orchestrator {
             patch = patch.input_hash(hash);
         }
         match result.outcome {
-            Outcome::Succeeded { changed, diff, delivery, impact } => {
+            Outcome::Succeeded {
+                changed,
+                diff,
+                delivery,
+                impact,
+            } => {
                 permit.success();
-                self.inner.adaptive.record(latency, load, LimitOutcome::Success);
+                self.inner
+                    .adaptive
+                    .record(latency, load, LimitOutcome::Success);
                 patch = patch.changed(changed);
                 if let Some(diff) = diff {
                     patch = patch.diff(diff);
                 }
                 if let Some(delivery) = delivery {
-                    let rollback = if delivery.kind == orchex_core::Delivery::None || delivery.files.is_empty() {
+                    let rollback = if delivery.kind == orchex_core::Delivery::None
+                        || delivery.files.is_empty()
+                    {
                         None
                     } else {
                         Some(orchex_core::RollbackState::Available)
@@ -888,12 +1008,16 @@ impl Orchestrator {
             }
             Outcome::Failed { error } => {
                 permit.failure();
-                self.inner.adaptive.record(latency, load, LimitOutcome::Dropped);
+                self.inner
+                    .adaptive
+                    .record(latency, load, LimitOutcome::Dropped);
                 (JobState::Failed, patch.error(error))
             }
             Outcome::TimedOut { error } => {
                 permit.failure();
-                self.inner.adaptive.record(latency, load, LimitOutcome::Dropped);
+                self.inner
+                    .adaptive
+                    .record(latency, load, LimitOutcome::Dropped);
                 (JobState::TimedOut, patch.error(error))
             }
             Outcome::Cancelled { reason } => {
@@ -924,7 +1048,10 @@ impl Orchestrator {
         match self.state() {
             RunState::Running | RunState::Paused => {
                 self.inner.state.send_replace(RunState::Paused);
-                self.publish(Event::new(EventKind::Paused, "dispatching paused by an operator"));
+                self.publish(Event::new(
+                    EventKind::Paused,
+                    "dispatching paused by an operator",
+                ));
                 Ok(RunState::Paused)
             }
             other => Err(ControlError::Conflict(format!(
@@ -937,7 +1064,9 @@ impl Orchestrator {
     /// Resumes dispatching after a pause or an emergency stop.
     pub fn resume(&self) -> Result<RunState, ControlError> {
         if !self.is_started() {
-            return Err(ControlError::Unavailable("the orchestrator is not running".to_owned()));
+            return Err(ControlError::Unavailable(
+                "the orchestrator is not running".to_owned(),
+            ));
         }
         self.inner.state.send_replace(RunState::Running);
         self.publish(Event::new(EventKind::Resumed, "dispatching resumed"));
@@ -959,7 +1088,9 @@ impl Orchestrator {
             running.keys().copied().collect()
         };
         let started = Instant::now();
-        let stopped = tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle()).await.is_ok();
+        let stopped = tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle())
+            .await
+            .is_ok();
         self.publish(
             Event::new(
                 EventKind::EmergencyStop,
@@ -992,7 +1123,11 @@ impl Orchestrator {
             JobState::Queued => {
                 lock(&self.inner.cancelled_while_queued).insert(id);
                 let job = store
-                    .transition(id, JobState::Cancelled, JobPatch::new().error("cancelled by an operator"))
+                    .transition(
+                        id,
+                        JobState::Cancelled,
+                        JobPatch::new().error("cancelled by an operator"),
+                    )
                     .await
                     .map_err(|e| ControlError::Conflict(e.to_string()))?;
                 lock(&self.inner.follow_ups).remove(&id);
@@ -1063,9 +1198,14 @@ impl Orchestrator {
             .repositories
             .iter()
             .find(|r| r.name.as_str() == request.repo)
-            .ok_or_else(|| ControlError::NotFound(format!("repository {:?} is not configured", request.repo)))?;
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("repository {:?} is not configured", request.repo))
+            })?;
         if !repo.enabled {
-            return Err(ControlError::Conflict(format!("repository {} is disabled", repo.name)));
+            return Err(ControlError::Conflict(format!(
+                "repository {} is disabled",
+                repo.name
+            )));
         }
         if matches!(self.state(), RunState::EmergencyStopped) {
             return Err(ControlError::Unavailable(
@@ -1075,7 +1215,9 @@ impl Orchestrator {
         let routing = self.routing();
         if let Some(pipeline) = &request.pipeline {
             if routing.pipeline(pipeline).is_none() {
-                return Err(ControlError::NotFound(format!("pipeline {pipeline:?} is not configured")));
+                return Err(ControlError::NotFound(format!(
+                    "pipeline {pipeline:?} is not configured"
+                )));
             }
             if !routing.applies_to(pipeline, repo.name.as_str()) {
                 return Err(ControlError::BadRequest(format!(
@@ -1113,20 +1255,33 @@ impl Orchestrator {
             .repositories
             .iter()
             .find(|r| r.name == job.repo)
-            .ok_or_else(|| ControlError::Conflict(format!("repository {} is no longer configured", job.repo)))?;
+            .ok_or_else(|| {
+                ControlError::Conflict(format!("repository {} is no longer configured", job.repo))
+            })?;
         match engine::rollback(store.as_ref(), &job, &repo.path).await {
             Ok(()) => {
                 let job = store
-                    .transition(id, JobState::RolledBack, JobPatch::new().rollback(orchex_core::RollbackState::RolledBack))
+                    .transition(
+                        id,
+                        JobState::RolledBack,
+                        JobPatch::new().rollback(orchex_core::RollbackState::RolledBack),
+                    )
                     .await
                     .map_err(|e| ControlError::Internal(format!("storage: {e}")))?;
                 lock(&self.inner.stats).job_finished(JobState::RolledBack, false);
-                self.publish(Self::job_event(&job, EventKind::JobRolledBack, format!("job {id} rolled back")));
+                self.publish(Self::job_event(
+                    &job,
+                    EventKind::JobRolledBack,
+                    format!("job {id} rolled back"),
+                ));
                 Ok(job)
             }
             Err(RollbackError::Conflict(message)) => {
                 let _ = store
-                    .update_job(id, JobPatch::new().rollback(orchex_core::RollbackState::Superseded))
+                    .update_job(
+                        id,
+                        JobPatch::new().rollback(orchex_core::RollbackState::Superseded),
+                    )
                     .await;
                 Err(ControlError::Conflict(message))
             }
@@ -1142,7 +1297,10 @@ impl Orchestrator {
     pub fn concurrency_limit(&self) -> u32 {
         let config = self.config();
         if config.orchestrator.adaptive_optimization {
-            self.inner.adaptive.current().clamp(1, max_concurrent(&config))
+            self.inner
+                .adaptive
+                .current()
+                .clamp(1, max_concurrent(&config))
         } else {
             max_concurrent(&config)
         }
@@ -1192,8 +1350,17 @@ impl Orchestrator {
     /// Everything the dashboard shows, in one read.
     pub async fn snapshot(&self) -> OrchestratorSnapshot {
         let config = self.config();
-        let queue_depth = self.inner.deps.store.queue_depth().await.unwrap_or_default();
-        let mut running: Vec<RunningJob> = lock(&self.inner.running).values().map(|r| r.info.clone()).collect();
+        let queue_depth = self
+            .inner
+            .deps
+            .store
+            .queue_depth()
+            .await
+            .unwrap_or_default();
+        let mut running: Vec<RunningJob> = lock(&self.inner.running)
+            .values()
+            .map(|r| r.info.clone())
+            .collect();
         running.sort_by_key(|r| r.started_at);
         let per_hour = config.optimizer.safety.rate_limit_per_hour;
         let limiters = config
@@ -1217,7 +1384,6 @@ impl Orchestrator {
             recent_cycles: lock(&self.inner.stats).recent_cycles(),
         }
     }
-
 
     // === background loops ===
 
@@ -1258,7 +1424,8 @@ impl Orchestrator {
 
     async fn health_loop(self, shutdown: CancellationToken) {
         loop {
-            let interval = Duration::from_secs(self.config().orchestrator.health_check_interval_secs.max(1));
+            let interval =
+                Duration::from_secs(self.config().orchestrator.health_check_interval_secs.max(1));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
@@ -1296,21 +1463,36 @@ impl Orchestrator {
             && queue_depth.unwrap_or(0) > 0
         {
             (
-                Event::new(EventKind::PerformanceAlert, "work is queued but no cycle completed in the last interval"),
+                Event::new(
+                    EventKind::PerformanceAlert,
+                    "work is queued but no cycle completed in the last interval",
+                ),
                 ComponentHealth::degraded("no cycle completed while work was queued"),
             )
         } else if figures.success_rate().is_some_and(|rate| rate < 0.9) {
             (
-                Event::new(EventKind::PerformanceWarning, "job success rate under 90 % in the last interval"),
+                Event::new(
+                    EventKind::PerformanceWarning,
+                    "job success rate under 90 % in the last interval",
+                ),
                 ComponentHealth::degraded("success rate under 90 %"),
             )
-        } else if figures.average_cycle_ms().is_some_and(|ms| ms > target as f64) {
+        } else if figures
+            .average_cycle_ms()
+            .is_some_and(|ms| ms > f64::from(u32::try_from(target).unwrap_or(u32::MAX)))
+        {
             (
-                Event::new(EventKind::PerformanceWarning, format!("average cycle time over the {target} ms target")),
+                Event::new(
+                    EventKind::PerformanceWarning,
+                    format!("average cycle time over the {target} ms target"),
+                ),
                 ComponentHealth::degraded("cycles slower than targetCycleMs"),
             )
         } else {
-            (Event::new(EventKind::HealthCheck, "orchestrator healthy"), ComponentHealth::ok())
+            (
+                Event::new(EventKind::HealthCheck, "orchestrator healthy"),
+                ComponentHealth::ok(),
+            )
         };
         *lock(&self.inner.health) = health;
         self.publish(event.with_data(data));
@@ -1376,12 +1558,16 @@ fn circuit_state_name(state: CircuitState) -> &'static str {
 
 fn outcome_message(job: &Job) -> String {
     match job.state() {
-        JobState::Succeeded if job.changed == Some(true) => format!("job {} succeeded and delivered changes", job.id),
+        JobState::Succeeded if job.changed == Some(true) => {
+            format!("job {} succeeded and delivered changes", job.id)
+        }
         JobState::Succeeded => format!("job {} succeeded with no changes", job.id),
         JobState::Skipped => format!(
             "job {} skipped: {}",
             job.id,
-            job.skip_reason.as_ref().map_or_else(String::new, ToString::to_string)
+            job.skip_reason
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
         ),
         state => format!(
             "job {} {state}: {}",

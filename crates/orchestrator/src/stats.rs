@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn percentile_is_nearest_rank() {
-        assert!((percentile((1..=100).map(|v| v as u64), 0.95) - 95.0).abs() < f64::EPSILON);
+        assert!((percentile(1..=100_u64, 0.95) - 95.0).abs() < f64::EPSILON);
         assert!((percentile([7].into_iter(), 0.95) - 7.0).abs() < f64::EPSILON);
         assert!(percentile(std::iter::empty(), 0.95).abs() < f64::EPSILON);
     }

@@ -152,6 +152,13 @@ impl Harness {
     }
 }
 
+/// Commits a change on main, so that the next job's inputs differ.
+fn bump(repo: &Path) {
+    let n = git(repo, &["rev-list", "--count", "HEAD"]);
+    std::fs::write(repo.join("schema/api.txt"), format!("bumped {n}\n")).unwrap();
+    git(repo, &["commit", "-q", "-am", "bump"]);
+}
+
 fn status(repo: &Path) -> (String, String, String) {
     (
         git(repo, &["status", "--porcelain"]),
@@ -191,7 +198,9 @@ async fn one_failure_leaves_the_cycle_complete_with_the_right_counts() {
         for n in 0..4 {
             config.pipelines.push(pipeline(&format!("ok{n}"), "true"));
         }
-        config.pipelines.push(pipeline("broken", "echo boom >&2; exit 7"));
+        config
+            .pipelines
+            .push(pipeline("broken", "echo boom >&2; exit 7"));
         for p in &mut config.pipelines {
             p.deliver = Delivery::None;
         }
@@ -214,12 +223,33 @@ async fn one_failure_leaves_the_cycle_complete_with_the_right_counts() {
     for job in &jobs {
         finals.push(h.wait_final(job.id).await);
     }
-    let failed: Vec<&Job> = finals.iter().filter(|j| j.state() == JobState::Failed).collect();
+    let failed: Vec<&Job> = finals
+        .iter()
+        .filter(|j| j.state() == JobState::Failed)
+        .collect();
     assert_eq!(failed.len(), 1);
-    assert!(failed[0].error.as_deref().unwrap().contains("exited with code 7"));
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("exited with code 7")
+    );
     assert_eq!(failed[0].steps[0].exit_code, Some(7));
-    assert!(failed[0].steps[0].output_tail.as_deref().unwrap().contains("boom"));
-    assert_eq!(finals.iter().filter(|j| j.state() == JobState::Succeeded).count(), 4);
+    assert!(
+        failed[0].steps[0]
+            .output_tail
+            .as_deref()
+            .unwrap()
+            .contains("boom")
+    );
+    assert_eq!(
+        finals
+            .iter()
+            .filter(|j| j.state() == JobState::Succeeded)
+            .count(),
+        4
+    );
     let stats = h.orchestrator.stats();
     assert!(stats.total_cycles >= 1);
     assert_eq!(stats.jobs_by_outcome.get("succeeded"), Some(&4));
@@ -252,15 +282,35 @@ async fn branch_delivery_commits_on_the_branch_and_leaves_the_user_untouched() {
     assert_eq!(delivery.previous, None);
     let diff = job.diff.clone().unwrap();
     assert_eq!(diff.added, vec!["generated/api.rs", "generated/trigger"]);
-    assert_eq!(status(&h.repo()), before, "the user's tree, HEAD or branch changed");
+    assert_eq!(
+        status(&h.repo()),
+        before,
+        "the user's tree, HEAD or branch changed"
+    );
     let repo = h.repo();
-    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), delivery.commit.clone().unwrap());
-    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen^"]), git(&repo, &["rev-parse", "main"]));
-    assert_eq!(git(&repo, &["show", "orchex/codegen:generated/api.rs"]), "v1");
-    assert_eq!(git(&repo, &["show", "orchex/codegen:generated/trigger"]), "manual");
+    assert_eq!(
+        git(&repo, &["rev-parse", "orchex/codegen"]),
+        delivery.commit.clone().unwrap()
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", "orchex/codegen^"]),
+        git(&repo, &["rev-parse", "main"])
+    );
+    assert_eq!(
+        git(&repo, &["show", "orchex/codegen:generated/api.rs"]),
+        "v1"
+    );
+    assert_eq!(
+        git(&repo, &["show", "orchex/codegen:generated/trigger"]),
+        "manual"
+    );
     git(&repo, &["fsck", "--strict"]);
     // The impact of the new file is recorded.
-    assert!(job.impact.as_ref().is_some_and(|i| i.iter().any(|f| f.path == "generated/api.rs")));
+    assert!(
+        job.impact
+            .as_ref()
+            .is_some_and(|i| i.iter().any(|f| f.path == "generated/api.rs"))
+    );
 
     // Same inputs again: skipped as unchanged, unless forced.
     let again = h.run("codegen").await.remove(0);
@@ -288,7 +338,10 @@ async fn branch_delivery_commits_on_the_branch_and_leaves_the_user_untouched() {
     assert!(matches!(refused, ControlError::Conflict(_)), "{refused:?}");
     // Rolling back the newest one restores exactly what it replaced.
     h.orchestrator.rollback(forced.id).await.unwrap();
-    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), delivery.commit.clone().unwrap());
+    assert_eq!(
+        git(&repo, &["rev-parse", "orchex/codegen"]),
+        delivery.commit.clone().unwrap()
+    );
     let rolled = h.store.get_job(forced.id).await.unwrap().unwrap();
     assert_eq!(rolled.state(), JobState::RolledBack);
     assert!(h.kinds().contains(&EventKind::JobRolledBack));
@@ -298,7 +351,9 @@ async fn branch_delivery_commits_on_the_branch_and_leaves_the_user_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edited_delivery_branch_is_left_alone() {
     let h = Harness::new(|config, _| {
-        config.pipelines.push(pipeline("codegen", "date +%N > stamp"));
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
     })
     .await;
     h.start();
@@ -312,6 +367,7 @@ async fn a_hand_edited_delivery_branch_is_left_alone() {
     git(&repo, &["commit", "-q", "-m", "human edit"]);
     git(&repo, &["checkout", "-q", "main"]);
     let human_tip = git(&repo, &["rev-parse", "orchex/codegen"]);
+    bump(&repo);
     let second = h.wait_final(h.run("codegen").await.remove(0).id).await;
     assert_eq!(second.state(), JobState::Skipped);
     assert_eq!(
@@ -342,7 +398,12 @@ async fn protected_paths_are_never_written() {
     h.start();
     let job = h.wait_final(h.run("sneaky").await.remove(0).id).await;
     assert_eq!(job.state(), JobState::Failed);
-    assert!(job.error.as_deref().unwrap().contains("protected path .github/workflows/ci.yml"));
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap()
+            .contains("protected path .github/workflows/ci.yml")
+    );
     assert!(job.delivery.is_none());
     let branches = git(&h.repo(), &["branch", "--list", "orchex/*"]);
     assert!(branches.is_empty(), "{branches}");
@@ -388,15 +449,30 @@ async fn worktree_delivery_reports_conflicts_and_rollback_restores_or_refuses() 
     assert_eq!(delivery.conflicts, vec!["README.md"]);
     assert_eq!(delivery.files, vec!["added.txt", "schema/api.txt"]);
     // The user's edit won; the rest was applied.
-    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "user edit\n");
-    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "v2\n");
-    assert_eq!(std::fs::read_to_string(repo.join("added.txt")).unwrap(), "new\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README.md")).unwrap(),
+        "user edit\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(),
+        "v2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("added.txt")).unwrap(),
+        "new\n"
+    );
 
     // Rollback restores exactly what the job replaced.
     h.orchestrator.rollback(job.id).await.unwrap();
-    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "v1\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(),
+        "v1\n"
+    );
     assert!(!repo.join("added.txt").exists());
-    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "user edit\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README.md")).unwrap(),
+        "user edit\n"
+    );
 
     // Deliver again; this time the user edits a delivered file afterwards.
     std::fs::remove_file(h.root.join("go")).unwrap();
@@ -419,9 +495,18 @@ async fn worktree_delivery_reports_conflicts_and_rollback_restores_or_refuses() 
     assert_eq!(again.state(), JobState::Succeeded, "{:?}", again.error);
     std::fs::write(repo.join("schema/api.txt"), "user changed it\n").unwrap();
     let refused = h.orchestrator.rollback(again.id).await.unwrap_err();
-    assert!(matches!(refused, ControlError::Conflict(ref m) if m.contains("schema/api.txt")), "{refused:?}");
-    assert_eq!(std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(), "user changed it\n");
-    assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "fixed\n");
+    assert!(
+        matches!(refused, ControlError::Conflict(ref m) if m.contains("schema/api.txt")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(),
+        "user changed it\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README.md")).unwrap(),
+        "fixed\n"
+    );
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
@@ -438,9 +523,11 @@ async fn the_rate_limiter_skips_with_a_retry_time_and_force_bypasses_it() {
     .await;
     h.start();
     for _ in 0..2 {
+        bump(&h.repo());
         let job = h.wait_final(h.run("dry").await.remove(0).id).await;
         assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
     }
+    bump(&h.repo());
     let limited = h.wait_final(h.run("dry").await.remove(0).id).await;
     assert_eq!(limited.state(), JobState::Skipped);
     match limited.skip_reason {
@@ -462,8 +549,14 @@ async fn the_rate_limiter_skips_with_a_retry_time_and_force_bypasses_it() {
     assert_eq!(h.wait_final(forced.id).await.state(), JobState::Succeeded);
     // The manual clock moves a token's worth of time: admitted again.
     h.clock.advance(Duration::from_secs(1800));
+    bump(&h.repo());
     let later = h.wait_final(h.run("dry").await.remove(0).id).await;
-    assert_eq!(later.state(), JobState::Succeeded, "{:?}", later.skip_reason);
+    assert_eq!(
+        later.state(),
+        JobState::Succeeded,
+        "{:?}",
+        later.skip_reason
+    );
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
@@ -474,7 +567,9 @@ async fn the_breaker_opens_after_n_failures_half_opens_after_the_cooldown_and_cl
         config.optimizer.safety.circuit_breaker_cooldown_secs = 60;
         let mut p = pipeline("flaky", "test -e \"$HEALED\"");
         p.deliver = Delivery::None;
-        p.steps[0].env.insert("HEALED".into(), root.join("healed").display().to_string());
+        p.steps[0]
+            .env
+            .insert("HEALED".into(), root.join("healed").display().to_string());
         config.pipelines.push(p);
     })
     .await;
@@ -485,7 +580,11 @@ async fn the_breaker_opens_after_n_failures_half_opens_after_the_cooldown_and_cl
     }
     let rejected = h.wait_final(h.run("flaky").await.remove(0).id).await;
     assert_eq!(rejected.state(), JobState::Skipped);
-    assert!(matches!(rejected.skip_reason, Some(SkipReason::CircuitOpen { .. })), "{:?}", rejected.skip_reason);
+    assert!(
+        matches!(rejected.skip_reason, Some(SkipReason::CircuitOpen { .. })),
+        "{:?}",
+        rejected.skip_reason
+    );
     let breakers = h.orchestrator.breakers();
     assert_eq!(breakers[0].name, "api/flaky");
     assert_eq!(breakers[0].state, "open");
@@ -493,7 +592,12 @@ async fn the_breaker_opens_after_n_failures_half_opens_after_the_cooldown_and_cl
     std::fs::write(h.root.join("healed"), "").unwrap();
     h.clock.advance(Duration::from_secs(70));
     let trial = h.wait_final(h.run("flaky").await.remove(0).id).await;
-    assert_eq!(trial.state(), JobState::Succeeded, "{:?}", trial.skip_reason);
+    assert_eq!(
+        trial.state(),
+        JobState::Succeeded,
+        "{:?}",
+        trial.skip_reason
+    );
     assert_eq!(h.orchestrator.breakers()[0].state, "closed");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let transitions = h
@@ -517,7 +621,9 @@ async fn emergency_stop_kills_every_running_job_and_delivers_nothing() {
                 &format!("long{n}"),
                 "echo result > out.txt; sleep 1000 & echo $! >> \"$PIDS\"; wait",
             );
-            p.steps[0].env.insert("PIDS".into(), root.join("pids").display().to_string());
+            p.steps[0]
+                .env
+                .insert("PIDS".into(), root.join("pids").display().to_string());
             config.pipelines.push(p);
         }
     })
@@ -549,16 +655,26 @@ async fn emergency_stop_kills_every_running_job_and_delivers_nothing() {
     }
     let pids = std::fs::read_to_string(h.root.join("pids")).unwrap();
     for pid in pids.lines() {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(false);
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
         assert!(!alive, "process {pid} survived the emergency stop");
     }
     assert!(git(&h.repo(), &["branch", "--list", "orchex/*"]).is_empty());
     assert!(h.kinds().contains(&EventKind::EmergencyStop));
     // Manual runs are refused until resume.
     assert!(matches!(
-        h.orchestrator.trigger(ManualRun { repo: "api".into(), ..ManualRun::default() }).await,
+        h.orchestrator
+            .trigger(ManualRun {
+                repo: "api".into(),
+                ..ManualRun::default()
+            })
+            .await,
         Err(ControlError::Unavailable(_))
     ));
     h.orchestrator.resume().unwrap();
@@ -583,12 +699,21 @@ async fn cancel_a_queued_and_a_running_job() {
     }
     let queued = h.run("next").await.remove(0);
     h.orchestrator.cancel(queued.id).await.unwrap();
-    assert_eq!(h.store.get_job(queued.id).await.unwrap().unwrap().state(), JobState::Cancelled);
+    assert_eq!(
+        h.store.get_job(queued.id).await.unwrap().unwrap().state(),
+        JobState::Cancelled
+    );
     h.orchestrator.cancel(running.id).await.unwrap();
     assert_eq!(h.wait_final(running.id).await.state(), JobState::Cancelled);
     // A finished job cannot be cancelled.
-    assert!(matches!(h.orchestrator.cancel(running.id).await, Err(ControlError::Conflict(_))));
-    assert!(matches!(h.orchestrator.cancel(JobId::new()).await, Err(ControlError::NotFound(_))));
+    assert!(matches!(
+        h.orchestrator.cancel(running.id).await,
+        Err(ControlError::Conflict(_))
+    ));
+    assert!(matches!(
+        h.orchestrator.cancel(JobId::new()).await,
+        Err(ControlError::NotFound(_))
+    ));
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
@@ -599,11 +724,21 @@ async fn manual_requests_are_validated() {
     })
     .await;
     h.start();
-    let unknown_repo = h.orchestrator.trigger(ManualRun { repo: "nope".into(), ..ManualRun::default() }).await;
+    let unknown_repo = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "nope".into(),
+            ..ManualRun::default()
+        })
+        .await;
     assert!(matches!(unknown_repo, Err(ControlError::NotFound(_))));
     let unknown_pipeline = h
         .orchestrator
-        .trigger(ManualRun { repo: "api".into(), pipeline: Some("nope".into()), ..ManualRun::default() })
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("nope".into()),
+            ..ManualRun::default()
+        })
         .await;
     assert!(matches!(unknown_pipeline, Err(ControlError::NotFound(_))));
     assert_eq!(h.orchestrator.routing_table().len(), 1);
@@ -642,7 +777,10 @@ async fn the_adaptive_limit_lowers_parallelism_under_failures_and_raises_it_agai
         assert_eq!(h.wait_final(job.id).await.state(), JobState::Failed);
     }
     let lowered = h.orchestrator.concurrency_limit();
-    assert!(lowered < 4, "the limit stayed at {lowered} after 4 failures");
+    assert!(
+        lowered < 4,
+        "the limit stayed at {lowered} after 4 failures"
+    );
 
     // The next cycle really runs at the lowered limit.
     h.orchestrator.pause().unwrap();
@@ -733,7 +871,11 @@ async fn crash_child() {
     };
     let root = PathBuf::from(dir);
     let config = crash_config(&root);
-    let store = Arc::new(SqliteStore::open_in_dir(root.join("data"), StoreOptions::default()).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
     let orchestrator = Orchestrator::new(
         &config,
         OrchestratorDeps::new(store, Events::discard(), root.join("data")),
@@ -741,7 +883,11 @@ async fn crash_child() {
     .unwrap();
     orchestrator.start(futures::stream::pending()).unwrap();
     orchestrator
-        .trigger(ManualRun { repo: "api".into(), pipeline: Some("long".into()), ..ManualRun::default() })
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("long".into()),
+            ..ManualRun::default()
+        })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -761,7 +907,9 @@ fn crash_config(root: &Path) -> Config {
         "echo changed > README.md; sleep 1000 & echo $! > \"$PID\"; wait",
     );
     p.deliver = Delivery::Worktree;
-    p.steps[0].env.insert("PID".into(), root.join("step.pid").display().to_string());
+    p.steps[0]
+        .env
+        .insert("PID".into(), root.join("step.pid").display().to_string());
     config.pipelines.push(p);
     config
 }
@@ -781,19 +929,31 @@ async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_cle
     wait_for_file(&root.join("step.pid")).await;
     // Give the pid file its content.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let step_pid: i32 = std::fs::read_to_string(root.join("step.pid")).unwrap().trim().parse().unwrap();
+    let step_pid: i32 = std::fs::read_to_string(root.join("step.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // The step's group outlived the daemon...
     assert!(Path::new(&format!("/proc/{step_pid}")).exists());
 
     let config = crash_config(&root);
-    let store = Arc::new(SqliteStore::open_in_dir(root.join("data"), StoreOptions::default()).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let orchestrator = Orchestrator::new(
         &config,
-        OrchestratorDeps::new(store.clone(), Events::new(move |e| sink.lock().unwrap().push(e)), root.join("data")),
+        OrchestratorDeps::new(
+            store.clone(),
+            Events::new(move |e| sink.lock().unwrap().push(e)),
+            root.join("data"),
+        ),
     )
     .unwrap();
     let summary = orchestrator.recover().await.unwrap();
@@ -804,7 +964,14 @@ async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_cle
     let mut dead = false;
     for _ in 0..200 {
         let stat = std::fs::read_to_string(format!("/proc/{step_pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z') {
+        if stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        {
             dead = true;
             break;
         }
@@ -816,6 +983,17 @@ async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_cle
     assert_eq!(job.interruptions, 1);
     // Nothing half-applied in the user's repository.
     assert_eq!(git(&root.join("api"), &["status", "--porcelain"]), "");
-    assert!(!root.join("data/workspaces").read_dir().is_ok_and(|mut d| d.next().is_some()));
-    assert!(events.lock().unwrap().iter().any(|e| e.kind == EventKind::JobInterrupted));
+    assert!(
+        !root
+            .join("data/workspaces")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    );
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == EventKind::JobInterrupted)
+    );
 }

@@ -36,7 +36,9 @@ async fn last_orchex_value(
             .await
             .map_err(|e| format!("cannot read the job history: {e}"))?;
         for earlier in &jobs.items {
-            let Some(record) = &earlier.delivery else { continue };
+            let Some(record) = &earlier.delivery else {
+                continue;
+            };
             if record.kind != Delivery::Branch || record.branch.as_deref() != Some(branch) {
                 continue;
             }
@@ -70,9 +72,12 @@ pub(super) async fn deliver_branch(
     let tip = {
         let repo = repo.clone();
         let branch = branch.clone();
-        blocking(move || repo.branch_tip(&branch).map_err(|e| format!("cannot read branch {branch}: {e}")))
-            .await
-            .map_err(|error| Outcome::Failed { error })?
+        blocking(move || {
+            repo.branch_tip(&branch)
+                .map_err(|e| format!("cannot read branch {branch}: {e}"))
+        })
+        .await
+        .map_err(|error| Outcome::Failed { error })?
     };
     // Human edits win: orchex only moves a branch that is where it left it.
     let expected = last_orchex_value(engine.store.as_ref(), job, &branch)
@@ -310,7 +315,12 @@ fn temporary_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.orchex-tmp-{}", std::process::id()))
 }
 
-fn restore_file(workdir: &Path, path: &str, previous: Option<&[u8]>, mode: Option<u32>) -> std::io::Result<()> {
+fn restore_file(
+    workdir: &Path,
+    path: &str,
+    previous: Option<&[u8]>,
+    mode: Option<u32>,
+) -> std::io::Result<()> {
     let target = workdir.join(path);
     let Some(bytes) = previous else {
         return match std::fs::remove_file(&target) {
@@ -352,7 +362,11 @@ pub(crate) enum RollbackError {
 }
 
 /// Restores exactly what `job` replaced, refusing where it changed since.
-pub(crate) async fn rollback(store: &dyn Store, job: &Job, repo_path: &Path) -> Result<(), RollbackError> {
+pub(crate) async fn rollback(
+    store: &dyn Store,
+    job: &Job,
+    repo_path: &Path,
+) -> Result<(), RollbackError> {
     if job.state() != JobState::Succeeded {
         return Err(RollbackError::NotDelivered(format!(
             "job {} is {}; only a succeeded job that delivered something can be rolled back",
@@ -361,7 +375,10 @@ pub(crate) async fn rollback(store: &dyn Store, job: &Job, repo_path: &Path) -> 
         )));
     }
     let Some(record) = job.delivery.clone() else {
-        return Err(RollbackError::NotDelivered(format!("job {} delivered nothing", job.id)));
+        return Err(RollbackError::NotDelivered(format!(
+            "job {} delivered nothing",
+            job.id
+        )));
     };
     let repo_path = repo_path.to_path_buf();
     let message = format!("orchex: roll back job {}", job.id);
@@ -371,12 +388,18 @@ pub(crate) async fn rollback(store: &dyn Store, job: &Job, repo_path: &Path) -> 
             job.id
         ))),
         Delivery::Branch => {
-            let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone()) else {
-                return Err(RollbackError::Failed("the delivery record has no branch or commit".to_owned()));
+            let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone())
+            else {
+                return Err(RollbackError::Failed(
+                    "the delivery record has no branch or commit".to_owned(),
+                ));
             };
             tokio::task::spawn_blocking(move || {
-                let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
-                let wrote: Oid = commit.parse().map_err(|e| RollbackError::Failed(format!("{e}")))?;
+                let repo =
+                    GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+                let wrote: Oid = commit
+                    .parse()
+                    .map_err(|e| RollbackError::Failed(format!("{e}")))?;
                 let previous = record
                     .previous
                     .as_deref()
@@ -481,8 +504,17 @@ pub(crate) async fn undo_interrupted_delivery(
                 };
                 let mut restored = 0;
                 for backup in &backups {
-                    let Backup::File { path, previous, mode } = backup else { continue };
-                    let Some(written) = record.written.get(path) else { continue };
+                    let Backup::File {
+                        path,
+                        previous,
+                        mode,
+                    } = backup
+                    else {
+                        continue;
+                    };
+                    let Some(written) = record.written.get(path) else {
+                        continue;
+                    };
                     let current = file_hash(&workdir.join(path)).map_err(|e| e.to_string())?;
                     let previous_hash = previous.as_deref().map(super::workspace::sha256_hex);
                     // Only files that hold what the job wrote, and were

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use orchex_core::{
-    Delivery, DeliveryRecord, DiffSummary, Event, EventKind, FileImpact, Job, Pipeline,
-    Repository, SkipReason, Step, StepAction, StepResult,
+    Delivery, DeliveryRecord, DiffSummary, Event, EventKind, FileImpact, Job, Pipeline, Repository,
+    SkipReason, Step, StepAction, StepResult,
 };
 use orchex_git::{GitRepo, Oid, Signature};
 use orchex_store::Store;
@@ -78,6 +78,7 @@ impl std::fmt::Debug for JobRequest<'_> {
 
 /// How a job ended, with what the store needs to record.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per job; boxing buys nothing
 pub(crate) enum Outcome {
     Succeeded {
         changed: bool,
@@ -142,9 +143,7 @@ impl Engine {
                 run.await
             }
         };
-        if timed_out.load(Ordering::SeqCst)
-            && matches!(result.outcome, Outcome::Cancelled { .. })
-        {
+        if timed_out.load(Ordering::SeqCst) && matches!(result.outcome, Outcome::Cancelled { .. }) {
             return RunResult {
                 outcome: Outcome::TimedOut {
                     error: format!(
@@ -161,14 +160,16 @@ impl Engine {
     async fn run_inner(&self, request: &JobRequest<'_>) -> RunResult {
         let job = request.job;
         let repo_path = request.repo.path.clone();
-        let repo = match blocking(move || GitRepo::open(&repo_path).map_err(|e| e.to_string())).await {
-            Ok(repo) => repo,
-            Err(err) => return failed(format!("cannot open the repository: {err}")),
-        };
+        let repo =
+            match blocking(move || GitRepo::open(&repo_path).map_err(|e| e.to_string())).await {
+                Ok(repo) => repo,
+                Err(err) => return failed(format!("cannot open the repository: {err}")),
+            };
         let storage = self.storage.clone();
         let job_id = job.id;
         let workspace = match blocking(move || {
-            Workspace::create(&storage, job_id).map_err(|e| format!("cannot create the workspace: {e}"))
+            Workspace::create(&storage, job_id)
+                .map_err(|e| format!("cannot create the workspace: {e}"))
         })
         .await
         {
@@ -189,7 +190,8 @@ impl Engine {
         let pipeline = request.pipeline.clone();
         let work = workspace.work_dir();
         let input_hash = match blocking(move || {
-            workspace::input_hash(&pipeline, &work).map_err(|e| format!("cannot hash the inputs: {e}"))
+            workspace::input_hash(&pipeline, &work)
+                .map_err(|e| format!("cannot hash the inputs: {e}"))
         })
         .await
         {
@@ -210,7 +212,10 @@ impl Engine {
         };
 
         let changed_paths = job.trigger.paths.join("\n");
-        let source_text = prepared.source.map(|oid| oid.to_string()).unwrap_or_default();
+        let source_text = prepared
+            .source
+            .map(|oid| oid.to_string())
+            .unwrap_or_default();
         let env = vec![
             ("ORCHEX_REPO".to_owned(), job.repo.to_string()),
             ("ORCHEX_PIPELINE".to_owned(), job.pipeline.clone()),
@@ -229,7 +234,14 @@ impl Engine {
             }
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             if let Some(outcome) = self
-                .run_step(request, &workspace.work_dir(), &env, index, step, validation)
+                .run_step(
+                    request,
+                    &workspace.work_dir(),
+                    &env,
+                    index,
+                    step,
+                    validation,
+                )
                 .await
             {
                 return with_hash(outcome);
@@ -240,7 +252,10 @@ impl Engine {
                 reason: "cancelled before delivery; nothing was delivered".to_owned(),
             });
         }
-        with_hash(self.finish(request, &repo, &workspace, delivery, prepared).await)
+        with_hash(
+            self.finish(request, &repo, &workspace, delivery, prepared)
+                .await,
+        )
     }
 
     async fn prepare(
@@ -399,7 +414,9 @@ impl Engine {
             Some(StepAction::Webhook(url)) => StepVerdict::Failed(format!(
                 "webhook steps ({url}) are not supported by this build; use a `run` step with curl"
             )),
-            None => StepVerdict::Failed("the step sets none or several of run, webhook and uses".to_owned()),
+            None => StepVerdict::Failed(
+                "the step sets none or several of run, webhook and uses".to_owned(),
+            ),
         };
         result.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         if let Err(err) = self.store.record_step(job.id, index, result.clone()).await {
@@ -430,10 +447,17 @@ impl Engine {
                 error: format!("{kind_word} {:?} {reason}", step.name),
             }),
             StepVerdict::TimedOut(limit) => Some(Outcome::TimedOut {
-                error: format!("{kind_word} {:?} exceeded its timeout of {}s", step.name, limit.as_secs()),
+                error: format!(
+                    "{kind_word} {:?} exceeded its timeout of {}s",
+                    step.name,
+                    limit.as_secs()
+                ),
             }),
             StepVerdict::Cancelled => Some(Outcome::Cancelled {
-                reason: format!("cancelled during {kind_word} {:?}; nothing was delivered", step.name),
+                reason: format!(
+                    "cancelled during {kind_word} {:?}; nothing was delivered",
+                    step.name
+                ),
             }),
         }
     }
@@ -447,7 +471,10 @@ impl Engine {
         delivery: Delivery,
         prepared: Prepared,
     ) -> Outcome {
-        let diffed = match self.diff(request, repo, workspace, delivery, &prepared).await {
+        let diffed = match self
+            .diff(request, repo, workspace, delivery, &prepared)
+            .await
+        {
             Ok(diffed) => diffed,
             Err(err) => return Outcome::Failed { error: err },
         };
@@ -475,7 +502,9 @@ impl Engine {
                 };
             }
         }
-        let impact = self.impact(repo, workspace, &prepared, &diffed.summary).await;
+        let impact = self
+            .impact(repo, workspace, &prepared, &diffed.summary)
+            .await;
         if request.cancel.is_cancelled() {
             return Outcome::Cancelled {
                 reason: "cancelled before delivery; nothing was delivered".to_owned(),
@@ -531,7 +560,10 @@ impl Engine {
         let signature = self.signature.clone();
         blocking(move || match (delivery, source) {
             (Delivery::Worktree, _) => {
-                let diff = orchex_git::diff_directories(&base, &work)
+                // The repository's ignore rules apply: build output a step
+                // leaves behind (`target/`...) is not part of the result.
+                let diff = repo
+                    .diff_dirs(&base, &work)
                     .map_err(|e| format!("cannot diff the workspace: {e}"))?;
                 Ok(Diffed {
                     summary: diff.summary(),
@@ -632,7 +664,11 @@ struct Diffed {
 
 /// The commit a branch or dry-run job starts from: the triggering commit,
 /// or the watched branch's tip (HEAD's branch when none is configured).
-fn resolve_source(repo: &GitRepo, commit: Option<&str>, branch: Option<&str>) -> Result<Oid, String> {
+fn resolve_source(
+    repo: &GitRepo,
+    commit: Option<&str>,
+    branch: Option<&str>,
+) -> Result<Oid, String> {
     if let Some(commit) = commit {
         return commit
             .parse::<Oid>()

@@ -216,14 +216,24 @@ mod tests {
         std::fs::create_dir_all(from.path().join(".git")).unwrap();
         std::fs::create_dir_all(from.path().join("d")).unwrap();
         std::fs::write(from.path().join("d/x.sh"), "#!/bin/sh").unwrap();
-        std::fs::set_permissions(from.path().join("d/x.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            from.path().join("d/x.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("d/x.sh", from.path().join("link")).unwrap();
         let to = tempfile::tempdir().unwrap();
         let target = to.path().join("copy");
         copy_tree(from.path(), &target).unwrap();
         assert!(!target.join(".git").exists());
-        let mode = std::fs::metadata(target.join("d/x.sh")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(target.join("d/x.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o111, 0o111);
-        assert_eq!(std::fs::read_link(target.join("link")).unwrap(), Path::new("d/x.sh"));
+        assert_eq!(
+            std::fs::read_link(target.join("link")).unwrap(),
+            Path::new("d/x.sh")
+        );
     }
 }
