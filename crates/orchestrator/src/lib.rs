@@ -26,6 +26,7 @@ pub mod process;
 pub mod routing;
 pub mod schedule;
 mod stats;
+pub mod webhook;
 
 pub use actions::{Action, ActionContext, ActionRegistry};
 pub use control::{

@@ -141,6 +141,7 @@ struct Inner {
     wake: Notify,
     stats: Mutex<StatsRecorder>,
     scheduler: Mutex<Scheduler>,
+    last_scheduled: Mutex<HashMap<RepoId, Timestamp>>,
     health: Mutex<ComponentHealth>,
     tasks: Mutex<Option<Tasks>>,
     worker: String,
@@ -238,6 +239,7 @@ impl Orchestrator {
             events: deps.events.clone(),
             actions: deps.actions.clone(),
             signature: deps.signature.clone(),
+            writers: engine::RepoWriters::default(),
         };
         let (state, _) = watch::channel(RunState::Stopped);
         Ok(Self {
@@ -257,6 +259,7 @@ impl Orchestrator {
                 wake: Notify::new(),
                 stats: Mutex::new(StatsRecorder::default()),
                 scheduler: Mutex::new(Scheduler::new(interval)),
+                last_scheduled: Mutex::new(HashMap::new()),
                 health: Mutex::new(ComponentHealth::ok()),
                 tasks: Mutex::new(None),
                 worker: format!("orchexd-{}", std::process::id()),
@@ -349,7 +352,41 @@ impl Orchestrator {
                 }
             }
         }
+        self.load_schedule_history(&config).await;
         Ok(summary)
+    }
+
+    /// Finds each repository's last scheduled run in the job history, so
+    /// that a window missed while the daemon was down runs once, soon.
+    async fn load_schedule_history(&self, config: &Config) {
+        const PAGES: usize = 5;
+        for repo in &config.repositories {
+            let filter = JobFilter::new().repo(repo.name.clone());
+            let mut page = PageRequest::first().limit(200);
+            for _ in 0..PAGES {
+                let Ok(jobs) = self
+                    .inner
+                    .deps
+                    .store
+                    .list_jobs(filter.clone(), page.clone())
+                    .await
+                else {
+                    break;
+                };
+                if let Some(job) = jobs
+                    .items
+                    .iter()
+                    .find(|j| j.trigger.kind == TriggerKind::Schedule)
+                {
+                    lock(&self.inner.last_scheduled).insert(repo.name.clone(), job.created_at);
+                    break;
+                }
+                match jobs.next_cursor {
+                    Some(cursor) => page = PageRequest::first().limit(200).after(cursor),
+                    None => break,
+                }
+            }
+        }
     }
 
     /// Starts the background loops, consuming `triggers`. Refuses when
@@ -483,8 +520,9 @@ impl Orchestrator {
             .map(|r| &r.name)
             .collect();
         scheduler.retain(|repo| wanted.contains(repo));
+        let history = lock(&self.inner.last_scheduled);
         for repo in &wanted {
-            scheduler.add_repo((*repo).clone(), None, now);
+            scheduler.add_repo((*repo).clone(), history.get(*repo).copied(), now);
         }
     }
 
@@ -1258,6 +1296,7 @@ impl Orchestrator {
             .ok_or_else(|| {
                 ControlError::Conflict(format!("repository {} is no longer configured", job.repo))
             })?;
+        let _writer = self.inner.engine.writers.lock(&job.repo).await;
         match engine::rollback(store.as_ref(), &job, &repo.path).await {
             Ok(()) => {
                 let job = store

@@ -997,3 +997,122 @@ async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_cle
             .any(|e| e.kind == EventKind::JobInterrupted)
     );
 }
+
+// === step kinds and strategies ===
+
+struct WriteFile;
+
+#[async_trait::async_trait]
+impl orchex_orchestrator::Action for WriteFile {
+    async fn run(&self, ctx: orchex_orchestrator::ActionContext<'_>) -> Result<String, String> {
+        let name = ctx
+            .with
+            .get("file")
+            .and_then(|v| v.as_str())
+            .ok_or("`with.file` is required")?;
+        std::fs::write(ctx.workspace.join(name), ctx.job_id.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(format!("wrote {name}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uses_and_webhook_steps_run_and_sequential_pipelines_run_in_order() {
+    use std::io::{Read as _, Write as _};
+    // A loopback server that records one POST.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\"step\"") {
+            let n = stream.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buffer[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let repo_path = repo_fixture(&root, "api");
+    let mut config = Config::default();
+    config.optimizer.schedule.enabled = false;
+    config.repositories.push(Repository {
+        name: RepoId::new("api").unwrap(),
+        path: repo_path.clone(),
+        enabled: true,
+        branch: Some("main".into()),
+    });
+    let mut first = Pipeline::new(
+        "first",
+        vec![Step {
+            name: "custom".into(),
+            uses: Some("write-file".into()),
+            with: [("file".to_owned(), serde_json::json!("custom.txt"))].into(),
+            ..Step::default()
+        }],
+    );
+    first.triggers = vec![TriggerKind::Manual];
+    first.strategy = orchex_core::Strategy::Sequential;
+    let mut second = Pipeline::new(
+        "second",
+        vec![Step {
+            name: "notify".into(),
+            webhook: Some(hook),
+            ..Step::default()
+        }],
+    );
+    second.triggers = vec![TriggerKind::Manual];
+    config.pipelines = vec![first, second];
+    let store = Arc::new(
+        SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    let mut deps = OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data"));
+    deps.actions.register("write-file", WriteFile);
+    let orchestrator = Orchestrator::new(&config, deps).unwrap();
+    let jobs = orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap();
+    // Sequential: only the first is queued; the second follows it.
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].pipeline, "first");
+    orchestrator.start(futures::stream::pending()).unwrap();
+    let mut first_done = None;
+    for _ in 0..3000 {
+        let job = store.get_job(jobs[0].id).await.unwrap().unwrap();
+        if job.state() == JobState::Succeeded {
+            first_done = Some(job);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_done = first_done.expect("the first pipeline did not succeed");
+    assert_eq!(
+        first_done.steps[0].output_tail.as_deref(),
+        Some("wrote custom.txt")
+    );
+    assert_eq!(
+        git(&repo_path, &["show", "orchex/first:custom.txt"]),
+        first_done.id.to_string()
+    );
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /hook"), "{request}");
+    assert!(request.contains("\"pipeline\":\"second\""), "{request}");
+    orchestrator.stop(Duration::from_secs(5)).await;
+}

@@ -51,6 +51,36 @@ pub(crate) struct Engine {
     pub(crate) events: Events,
     pub(crate) actions: ActionRegistry,
     pub(crate) signature: Signature,
+    pub(crate) writers: RepoWriters,
+}
+
+/// One writer per repository: deliveries, rollbacks and recovery of one
+/// repository never interleave, while steps of several jobs still run in
+/// parallel in their own workspaces.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RepoWriters {
+    locks: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<orchex_core::RepoId, Arc<tokio::sync::Mutex<()>>>,
+        >,
+    >,
+}
+
+impl RepoWriters {
+    /// Waits for the write lock of `repo`.
+    pub(crate) async fn lock(
+        &self,
+        repo: &orchex_core::RepoId,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(locks.entry(repo.clone()).or_default())
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// One job to run.
@@ -411,9 +441,31 @@ impl Engine {
                     }
                 }
             },
-            Some(StepAction::Webhook(url)) => StepVerdict::Failed(format!(
-                "webhook steps ({url}) are not supported by this build; use a `run` step with curl"
-            )),
+            Some(StepAction::Webhook(url)) => {
+                let payload = serde_json::json!({
+                    "jobId": job.id,
+                    "repo": job.repo,
+                    "pipeline": job.pipeline,
+                    "trigger": job.trigger.kind,
+                    "changedPaths": job.trigger.paths,
+                    "step": step.name,
+                    "with": step.with,
+                });
+                tokio::select! {
+                    posted = crate::webhook::post_json(url, &payload, timeout) => match posted {
+                        Ok(status) => {
+                            result.exit_code = Some(0);
+                            result.output_tail = Some(format!("POST {url}: {status}"));
+                            StepVerdict::Passed
+                        }
+                        Err(message) => {
+                            result.output_tail = Some(message.clone());
+                            StepVerdict::Failed(message)
+                        }
+                    },
+                    () = request.cancel.cancelled() => StepVerdict::Cancelled,
+                }
+            }
             None => StepVerdict::Failed(
                 "the step sets none or several of run, webhook and uses".to_owned(),
             ),
