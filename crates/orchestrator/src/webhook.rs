@@ -46,15 +46,12 @@ pub async fn post_json(
 /// The Slack-compatible payload of a notification for `event`: a `text`
 /// line for chat tools, plus the whole event for anything else.
 pub fn notification_payload(event: &Event) -> serde_json::Value {
-    let mut text = format!("[orchex] {} {}", event.severity, event.kind);
-    if let Some(repo) = &event.repo {
-        text.push_str(&format!(" {repo}"));
-    }
-    if let Some(pipeline) = &event.pipeline {
-        text.push_str(&format!("/{pipeline}"));
-    }
-    text.push_str(": ");
-    text.push_str(&event.message);
+    let repo = event.repo.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
+    let pipeline = event.pipeline.as_ref().map(|p| format!("/{p}")).unwrap_or_default();
+    let text = format!(
+        "[orchex] {} {}{repo}{pipeline}: {}",
+        event.severity, event.kind, event.message
+    );
     serde_json::json!({ "text": text, "event": event })
 }
 
