@@ -72,6 +72,7 @@ mod commit;
 mod diff;
 mod error;
 mod history;
+mod init;
 mod oid;
 mod read;
 mod refs;
