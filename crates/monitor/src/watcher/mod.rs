@@ -1,0 +1,1007 @@
+//! The ignore-aware file-system watcher of one repository.
+//!
+//! [`RepoFs`] owns the repository's notify watcher and everything needed to
+//! turn notify's raw events into repository-relative changed paths:
+//!
+//! - the initial walk uses the `ignore` crate's parallel walker (nested
+//!   `.gitignore`, `.git/info/exclude`, the global excludes file) plus the
+//!   configured globs, and installs a **non-recursive** watch on each
+//!   directory that is not ignored while the walk runs; an ignored
+//!   `target/` or `node_modules/` costs nothing;
+//! - the git directory gets its own watches: `.git/` itself (`HEAD`,
+//!   `packed-refs`, `index.lock`), `.git/refs/`, and every directory under
+//!   `refs/heads` and `refs/remotes`;
+//! - a new directory gets its watch first and is then scanned, so files
+//!   created in it before the watch existed are reported too; a removed
+//!   directory loses its watches and reports everything it contained;
+//! - when the kernel refuses a watch (inotify's `ENOSPC`, notify's
+//!   `MaxFilesWatch`) or the configured watch budget is exceeded, the
+//!   repository falls back to notify's `PollWatcher` on the same directory
+//!   set, with a reason that names `fs.inotify.max_user_watches` and the
+//!   number of watches needed;
+//! - a queue overflow (notify's `Flag::Rescan`) or a forced rescan walks the
+//!   tree again and compares it with a size-and-mtime [`Snapshot`].
+//!
+//! Everything here is synchronous; the monitor runs it on tokio's blocking
+//! pool.
+
+pub(crate) mod rules;
+pub(crate) mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ignore::gitignore::Gitignore;
+use ignore::{WalkBuilder, WalkState};
+use notify::event::{CreateKind, RemoveKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+use orchex_core::RepoId;
+
+use self::rules::IgnoreRules;
+use self::snapshot::{Snapshot, Stamp};
+
+/// What notify hands us.
+pub(crate) type RawEvent = notify::Result<notify::Event>;
+
+/// Forwards notify's events (from notify's own thread) into the monitor.
+#[derive(Debug, Clone)]
+pub(crate) struct RawSink(pub(crate) tokio::sync::mpsc::UnboundedSender<RawEvent>);
+
+impl notify::EventHandler for RawSink {
+    fn handle_event(&mut self, event: RawEvent) {
+        // The receiver is gone only when the repository is being removed.
+        let _ = self.0.send(event);
+    }
+}
+
+/// How one repository is watched.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchOptions {
+    /// Configured gitignore-style globs.
+    pub(crate) globs: Vec<String>,
+    /// Most watches this repository may use before it is polled instead.
+    pub(crate) watch_limit: Option<usize>,
+    /// Interval of the polling fallback.
+    pub(crate) poll_interval: Duration,
+    /// Poll from the start (no native watcher).
+    pub(crate) force_polling: bool,
+    /// Threads of the walker.
+    pub(crate) threads: usize,
+}
+
+/// How the repository is being watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Native, event-driven watches (inotify on Linux).
+    Native,
+    /// notify's `PollWatcher`, for the given reason.
+    Polling(String),
+}
+
+/// What a batch of raw events (or a rescan) amounted to.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Repository-relative paths that changed.
+    pub(crate) changed: BTreeSet<String>,
+    /// Whether a rescan produced (some of) the paths.
+    pub(crate) rescan: bool,
+    /// A ref, `HEAD` or `packed-refs` may have moved.
+    pub(crate) refs_touched: bool,
+    /// The new state of `.git/index.lock`, when it may have changed.
+    pub(crate) index_locked: Option<bool>,
+    /// The repository is gone (deleted, or its git directory is).
+    pub(crate) gone: Option<String>,
+    /// Problems worth an event (non-fatal).
+    pub(crate) warnings: Vec<String>,
+    /// The watch mode changed (polling fallback).
+    pub(crate) mode_changed: bool,
+    index_lock_touched: bool,
+}
+
+/// The result of walking a tree.
+#[derive(Debug, Default)]
+struct Scan {
+    dirs: Vec<PathBuf>,
+    entries: BTreeMap<String, Stamp>,
+    gitignores: Vec<PathBuf>,
+    errors: Vec<String>,
+}
+
+/// The watcher state of one repository.
+pub(crate) struct RepoFs {
+    repo: RepoId,
+    root: PathBuf,
+    git_dir: PathBuf,
+    options: WatchOptions,
+    rules: IgnoreRules,
+    rules_dirty: bool,
+    dirs: BTreeSet<PathBuf>,
+    git_dirs: BTreeSet<PathBuf>,
+    snapshot: Snapshot,
+    backend: Box<dyn Watcher + Send>,
+    mode: Mode,
+    sink: RawSink,
+}
+
+impl std::fmt::Debug for RepoFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoFs")
+            .field("repo", &self.repo)
+            .field("root", &self.root)
+            .field("mode", &self.mode)
+            .field("dirs", &self.dirs.len())
+            .field("git_dirs", &self.git_dirs.len())
+            .field("snapshot", &self.snapshot.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a repository could not be watched at all.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("{path} is not a readable directory: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create a file-system watcher: {0}")]
+    Backend(notify::Error),
+}
+
+impl RepoFs {
+    /// Walks the repository and installs its watches.
+    ///
+    /// Returns the watcher and the warnings found on the way.
+    pub(crate) fn start(
+        repo: RepoId,
+        root: &Path,
+        git_dir: &Path,
+        options: WatchOptions,
+        sink: RawSink,
+    ) -> Result<(Self, Vec<String>), StartError> {
+        let root = fs::canonicalize(root).map_err(|source| StartError::Unreadable {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let git_dir = fs::canonicalize(git_dir).map_err(|source| StartError::Unreadable {
+            path: git_dir.to_path_buf(),
+            source,
+        })?;
+        let (rules, mut warnings) = IgnoreRules::new(&root, &git_dir, &options.globs);
+
+        let mut native_failure = None;
+        let backend: Box<dyn Watcher + Send> = if options.force_polling {
+            Box::new(poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?)
+        } else {
+            match notify::recommended_watcher(sink.clone()) {
+                Ok(watcher) => Box::new(watcher),
+                Err(error) => {
+                    native_failure = Some(describe_backend_failure(&error));
+                    Box::new(
+                        poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?,
+                    )
+                }
+            }
+        };
+        let mode = if options.force_polling {
+            Mode::Polling("polling was requested".to_owned())
+        } else if let Some(reason) = &native_failure {
+            Mode::Polling(reason.clone())
+        } else {
+            Mode::Native
+        };
+
+        let mut this = Self {
+            repo,
+            root,
+            git_dir,
+            options,
+            rules,
+            rules_dirty: false,
+            dirs: BTreeSet::new(),
+            git_dirs: BTreeSet::new(),
+            snapshot: Snapshot::default(),
+            backend,
+            mode,
+            sink,
+        };
+        if let Some(reason) = native_failure {
+            warnings.push(reason);
+        }
+
+        // Walk and watch at once: the walker threads hand each directory to
+        // an installer thread as soon as they find it, so the walk never
+        // waits for notify's round trip.
+        let limit_hit = AtomicBool::new(false);
+        let budget = this.options.watch_limit.unwrap_or(usize::MAX);
+        let mut watch_errors = Vec::new();
+        let scan = std::thread::scope(|scope| {
+            let (found, to_install) = std::sync::mpsc::channel::<PathBuf>();
+            let backend = &mut this.backend;
+            let limit_hit = &limit_hit;
+            let errors = &mut watch_errors;
+            scope.spawn(move || {
+                for (installed, dir) in to_install.into_iter().enumerate() {
+                    if limit_hit.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if installed >= budget {
+                        limit_hit.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    match backend.watch(&dir, RecursiveMode::NonRecursive) {
+                        Ok(()) => {}
+                        Err(error) if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) => {
+                            limit_hit.store(true, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            errors.push(format!("watching {}: {error}", dir.display()));
+                        }
+                    }
+                }
+            });
+            let on_dir = |dir: &Path| {
+                // The installer only stops early when the scope ends.
+                let _ = found.send(dir.to_path_buf());
+            };
+            let scan = walk_tree(
+                &this.root,
+                this.rules.configured(),
+                this.options.threads,
+                Some(&on_dir),
+                false,
+            );
+            drop(found);
+            scan
+        });
+        warnings.extend(scan.errors.iter().cloned());
+        warnings.extend(watch_errors);
+        this.absorb_scan(scan);
+
+        let git_dirs = git_watch_dirs(&this.git_dir);
+        let needed = this.dirs.len() + git_dirs.len();
+        for dir in git_dirs {
+            if !limit_hit.load(Ordering::Relaxed) {
+                if needed > budget {
+                    limit_hit.store(true, Ordering::Relaxed);
+                } else if let Err(error) = this.backend.watch(&dir, RecursiveMode::NonRecursive) {
+                    if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) {
+                        limit_hit.store(true, Ordering::Relaxed);
+                    } else {
+                        warnings.push(format!("watching {}: {error}", dir.display()));
+                    }
+                }
+            }
+            this.git_dirs.insert(dir);
+        }
+
+        if limit_hit.load(Ordering::Relaxed) && this.mode == Mode::Native {
+            let reason = this.limit_reason(needed);
+            let mut outcome = Outcome::default();
+            this.fall_back_to_polling(reason, &mut outcome);
+            warnings.extend(outcome.warnings);
+        }
+        Ok((this, warnings))
+    }
+
+    /// How the repository is watched.
+    pub(crate) fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// Watched directories of the working tree (canonical paths).
+    pub(crate) fn watched_dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(PathBuf::as_path)
+    }
+
+    /// Number of watches (working tree and git directory).
+    pub(crate) fn n_watches(&self) -> usize {
+        self.dirs.len() + self.git_dirs.len()
+    }
+
+    /// Whether `.git/index.lock` exists now.
+    pub(crate) fn index_locked(&self) -> bool {
+        self.git_dir.join("index.lock").exists()
+    }
+
+    /// Replaces the configured globs; the tree is rescanned so that newly
+    /// ignored directories lose their watches and newly visible ones gain
+    /// theirs. Paths that became visible are reported as changed; paths
+    /// that became ignored are not.
+    pub(crate) fn set_globs(&mut self, globs: Vec<String>) -> Outcome {
+        let mut outcome = Outcome::default();
+        if globs == self.options.globs {
+            return outcome;
+        }
+        self.options.globs = globs;
+        let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
+        self.rules = rules;
+        outcome.warnings.extend(problems);
+        self.rescan_into(&mut outcome);
+        outcome
+    }
+
+    /// Turns a batch of raw events into changed paths.
+    pub(crate) fn process(&mut self, events: Vec<RawEvent>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut need_rescan = false;
+        // Each path is looked at once per batch, whatever number of events
+        // named it.
+        let mut hints: BTreeMap<PathBuf, Option<bool>> = BTreeMap::new();
+        for event in events {
+            match event {
+                Err(error) => {
+                    if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) {
+                        let needed = self.n_watches();
+                        let reason = self.limit_reason(needed);
+                        self.fall_back_to_polling(reason, &mut outcome);
+                    } else {
+                        outcome.warnings.push(format!("watcher: {error}"));
+                    }
+                }
+                Ok(event) => {
+                    if event.need_rescan() {
+                        need_rescan = true;
+                        continue;
+                    }
+                    let is_dir = match event.kind {
+                        EventKind::Access(_) => continue,
+                        EventKind::Create(CreateKind::Folder)
+                        | EventKind::Remove(RemoveKind::Folder) => Some(true),
+                        EventKind::Create(CreateKind::File)
+                        | EventKind::Remove(RemoveKind::File) => Some(false),
+                        _ => None,
+                    };
+                    for path in event.paths {
+                        let hint = hints.entry(path).or_insert(None);
+                        if hint.is_none() {
+                            *hint = is_dir;
+                        }
+                    }
+                }
+            }
+        }
+        for (path, is_dir) in hints {
+            self.on_path(&path, is_dir, &mut outcome);
+        }
+        if std::mem::take(&mut self.rules_dirty) {
+            // A .gitignore changed: the set of watched directories may be
+            // different now.
+            need_rescan = true;
+        }
+        if need_rescan {
+            self.rescan_into(&mut outcome);
+        }
+        self.finish(outcome)
+    }
+
+    /// Walks the whole tree again and reports what differs from the
+    /// snapshot (after a queue overflow, or on request).
+    pub(crate) fn rescan(&mut self) -> Outcome {
+        let mut outcome = Outcome::default();
+        self.rescan_into(&mut outcome);
+        self.finish(outcome)
+    }
+
+    fn finish(&self, mut outcome: Outcome) -> Outcome {
+        if outcome.index_lock_touched {
+            outcome.index_locked = Some(self.index_locked());
+        }
+        if !self.root.is_dir() {
+            outcome.gone = Some(format!(
+                "repository directory {} no longer exists",
+                self.root.display()
+            ));
+        } else if !self.git_dir.is_dir() {
+            outcome.gone = Some(format!(
+                "git directory {} no longer exists",
+                self.git_dir.display()
+            ));
+        }
+        outcome
+    }
+
+    fn rel(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let rel = rel.to_string_lossy();
+        if rel.is_empty() {
+            return None;
+        }
+        Some(if std::path::MAIN_SEPARATOR == '/' {
+            rel.into_owned()
+        } else {
+            rel.replace(std::path::MAIN_SEPARATOR, "/")
+        })
+    }
+
+    fn on_path(&mut self, path: &Path, hint_is_dir: Option<bool>, outcome: &mut Outcome) {
+        if path.starts_with(&self.git_dir) {
+            self.on_git_path(path, outcome);
+            return;
+        }
+        let Some(rel) = self.rel(path) else {
+            return;
+        };
+        let metadata = fs::symlink_metadata(path).ok();
+        let is_dir = match &metadata {
+            Some(metadata) => metadata.is_dir(),
+            None => {
+                hint_is_dir.unwrap_or(false)
+                    || self.dirs.contains(path)
+                    || self.snapshot.get(&rel).is_some_and(Stamp::is_dir)
+            }
+        };
+        if self.rules.is_ignored(path, is_dir) {
+            return;
+        }
+        if path.file_name().is_some_and(|name| name == ".gitignore") {
+            if let Some(parent) = path.parent()
+                && let Some(problem) = self.rules.load_dir(parent)
+            {
+                outcome.warnings.push(problem);
+            }
+            self.rules_dirty = true;
+        }
+        match metadata {
+            Some(metadata) if metadata.is_dir() => {
+                self.snapshot.insert(rel.clone(), Stamp::of(&metadata));
+                outcome.changed.insert(rel);
+                if !self.dirs.contains(path) {
+                    self.add_tree(path, outcome);
+                }
+            }
+            Some(metadata) => {
+                self.snapshot.insert(rel.clone(), Stamp::of(&metadata));
+                outcome.changed.insert(rel);
+            }
+            None => {
+                if is_dir {
+                    self.remove_tree(path, &rel, outcome);
+                } else {
+                    self.snapshot.remove(&rel);
+                }
+                outcome.changed.insert(rel);
+            }
+        }
+    }
+
+    fn on_git_path(&mut self, path: &Path, outcome: &mut Outcome) {
+        let Ok(rel) = path.strip_prefix(&self.git_dir) else {
+            return;
+        };
+        let rel = rel.to_string_lossy();
+        if rel == "index.lock" {
+            outcome.index_lock_touched = true;
+            return;
+        }
+        if rel.ends_with(".lock") {
+            return;
+        }
+        if rel == "HEAD" || rel == "packed-refs" {
+            outcome.refs_touched = true;
+            return;
+        }
+        if !(rel.starts_with("refs/heads") || rel.starts_with("refs/remotes")) {
+            return;
+        }
+        outcome.refs_touched = true;
+        match fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.is_dir() => {
+                if !self.git_dirs.contains(path) {
+                    for dir in walk_dirs(path) {
+                        self.watch_git_dir(dir, outcome);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let gone: Vec<PathBuf> = self
+                    .git_dirs
+                    .range(path.to_path_buf()..)
+                    .take_while(|dir| dir.starts_with(path))
+                    .cloned()
+                    .collect();
+                for dir in gone {
+                    let _ = self.backend.unwatch(&dir);
+                    self.git_dirs.remove(&dir);
+                }
+            }
+        }
+    }
+
+    fn watch_git_dir(&mut self, dir: PathBuf, outcome: &mut Outcome) {
+        if self.install_watch(&dir, outcome) {
+            self.git_dirs.insert(dir);
+        }
+    }
+
+    /// Installs a non-recursive watch, switching to polling when the kernel
+    /// (or the budget) says no. Returns whether the directory is covered.
+    fn install_watch(&mut self, dir: &Path, outcome: &mut Outcome) -> bool {
+        if self.mode == Mode::Native
+            && self
+                .options
+                .watch_limit
+                .is_some_and(|limit| self.n_watches() >= limit)
+        {
+            let needed = self.n_watches() + 1;
+            let reason = self.limit_reason(needed);
+            self.fall_back_to_polling(reason, outcome);
+        }
+        match self.backend.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => true,
+            Err(error) if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) => {
+                let needed = self.n_watches() + 1;
+                let reason = self.limit_reason(needed);
+                self.fall_back_to_polling(reason, outcome);
+                self.backend.watch(dir, RecursiveMode::NonRecursive).is_ok()
+            }
+            // The directory vanished already; its parent's event reports it.
+            Err(_) => false,
+        }
+    }
+
+    /// Watches the new directory `dir`, then scans it: whatever was created
+    /// in it before its watch existed is reported too.
+    fn add_tree(&mut self, dir: &Path, outcome: &mut Outcome) {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(current) = stack.pop() {
+            // Watch first, read second: nothing created in between is lost.
+            if !self.install_watch(&current, outcome) {
+                continue;
+            }
+            self.dirs.insert(current.clone());
+            let Ok(read) = fs::read_dir(&current) else {
+                continue;
+            };
+            let entries: Vec<fs::DirEntry> = read.filter_map(Result::ok).collect();
+            if entries
+                .iter()
+                .any(|entry| entry.file_name() == ".gitignore")
+                && let Some(problem) = self.rules.load_dir(&current)
+            {
+                outcome.warnings.push(problem);
+            }
+            for entry in entries {
+                let path = entry.path();
+                let Ok(metadata) = entry.metadata() else {
+                    continue;
+                };
+                let is_dir = metadata.is_dir();
+                if self.rules.is_ignored(&path, is_dir) {
+                    continue;
+                }
+                let Some(rel) = self.rel(&path) else {
+                    continue;
+                };
+                self.snapshot.insert(rel.clone(), Stamp::of(&metadata));
+                outcome.changed.insert(rel);
+                if is_dir && !self.dirs.contains(&path) {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+
+    /// Forgets the removed directory `dir` and everything below it; every
+    /// path it contained is reported.
+    fn remove_tree(&mut self, dir: &Path, rel: &str, outcome: &mut Outcome) {
+        let gone: Vec<PathBuf> = self
+            .dirs
+            .range(dir.to_path_buf()..)
+            .take_while(|watched| watched.starts_with(dir))
+            .cloned()
+            .collect();
+        for watched in gone {
+            // The kernel dropped the watch with the directory; this only
+            // tidies notify's bookkeeping.
+            let _ = self.backend.unwatch(&watched);
+            self.dirs.remove(&watched);
+        }
+        self.rules.forget_tree(dir);
+        outcome.changed.extend(self.snapshot.remove_tree(rel));
+    }
+
+    fn rescan_into(&mut self, outcome: &mut Outcome) {
+        let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
+        self.rules = rules;
+        outcome.warnings.extend(problems);
+        if !self.root.is_dir() {
+            return;
+        }
+        let scan = walk_tree(
+            &self.root,
+            self.rules.configured(),
+            self.options.threads,
+            None,
+            true,
+        );
+        outcome.warnings.extend(scan.errors.iter().cloned());
+        let fresh: BTreeSet<PathBuf> = scan.dirs.iter().cloned().collect();
+        let stale: Vec<PathBuf> = self.dirs.difference(&fresh).cloned().collect();
+        for dir in stale {
+            let _ = self.backend.unwatch(&dir);
+            self.dirs.remove(&dir);
+        }
+        let new: Vec<PathBuf> = fresh.difference(&self.dirs).cloned().collect();
+        for dir in new {
+            if self.install_watch(&dir, outcome) {
+                self.dirs.insert(dir);
+            }
+        }
+        for dir in &scan.gitignores {
+            if let Some(problem) = self.rules.load_dir(dir) {
+                outcome.warnings.push(problem);
+            }
+        }
+        let snapshot = Snapshot::from_map(scan.entries);
+        // A path that left the snapshot but is still on disk became ignored
+        // (new globs or .gitignore): that is not a change.
+        let root = &self.root;
+        outcome
+            .changed
+            .extend(self.snapshot.diff(&snapshot).into_iter().filter(|rel| {
+                snapshot.get(rel).is_some() || fs::symlink_metadata(root.join(rel)).is_err()
+            }));
+        self.snapshot = snapshot;
+        for dir in git_watch_dirs(&self.git_dir) {
+            if !self.git_dirs.contains(&dir) {
+                self.watch_git_dir(dir, outcome);
+            }
+        }
+        outcome.rescan = true;
+        // Events about refs and the index lock may have been lost too.
+        outcome.refs_touched = true;
+        outcome.index_lock_touched = true;
+    }
+
+    /// Takes the result of the initial walk (watches already installed).
+    fn absorb_scan(&mut self, scan: Scan) {
+        self.dirs = scan.dirs.into_iter().collect();
+        for dir in &scan.gitignores {
+            self.rules.load_dir(dir);
+        }
+    }
+
+    /// Takes the size-and-mtime snapshot a rescan compares against.
+    ///
+    /// Deliberately not part of [`RepoFs::start`]: the watches are what
+    /// make changes visible, so they go in first and `start` returns as
+    /// soon as they are; the monitor then takes the snapshot before it
+    /// handles any event, and every event re-stats its path, so a change
+    /// made in between is reported, not lost.
+    pub(crate) fn build_snapshot(&mut self) {
+        let scan = walk_tree(
+            &self.root,
+            self.rules.configured(),
+            self.options.threads,
+            None,
+            true,
+        );
+        self.snapshot = Snapshot::from_map(scan.entries);
+    }
+
+    fn limit_reason(&self, needed: usize) -> String {
+        match self.options.watch_limit {
+            Some(limit) if needed > limit => format!(
+                "repository {} needs {needed} directory watches, more than the configured \
+                 budget of {limit}; polling it every {:?} instead",
+                self.repo, self.options.poll_interval
+            ),
+            _ => {
+                let current = fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                    .ok()
+                    .and_then(|text| text.trim().parse::<usize>().ok());
+                let suggestion = current.map_or(needed * 2, |current| {
+                    (current + needed).next_power_of_two().max(current * 2)
+                });
+                format!(
+                    "the kernel's inotify watch limit was reached while watching repository \
+                     {repo}, which needs {needed} watches (fs.inotify.max_user_watches = {limit}, \
+                     shared by every process of this user); raise it, e.g. `sudo sysctl \
+                     fs.inotify.max_user_watches={suggestion}` (persist it in \
+                     /etc/sysctl.d/), then re-add the repository; polling it every {interval:?} \
+                     meanwhile",
+                    repo = self.repo,
+                    limit = current.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                    interval = self.options.poll_interval,
+                )
+            }
+        }
+    }
+
+    fn fall_back_to_polling(&mut self, reason: String, outcome: &mut Outcome) {
+        if matches!(self.mode, Mode::Polling(_)) {
+            return;
+        }
+        tracing::warn!(repo = %self.repo, "{reason}");
+        match poll_watcher(&self.sink, self.options.poll_interval) {
+            Ok(mut poller) => {
+                for dir in self.dirs.iter().chain(self.git_dirs.iter()) {
+                    let _ = poller.watch(dir, RecursiveMode::NonRecursive);
+                }
+                // Dropping the native watcher releases every inotify watch
+                // it held.
+                self.backend = Box::new(poller);
+                self.mode = Mode::Polling(reason.clone());
+                outcome.warnings.push(reason);
+                outcome.mode_changed = true;
+            }
+            Err(error) => {
+                outcome
+                    .warnings
+                    .push(format!("{reason}; but polling failed too: {error}"));
+            }
+        }
+    }
+}
+
+fn poll_watcher(sink: &RawSink, interval: Duration) -> notify::Result<notify::PollWatcher> {
+    notify::PollWatcher::new(
+        sink.clone(),
+        notify::Config::default()
+            .with_poll_interval(interval)
+            .with_compare_contents(false),
+    )
+}
+
+fn describe_backend_failure(error: &notify::Error) -> String {
+    let instances =
+        matches!(&error.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24));
+    if instances {
+        "cannot create an inotify instance: the per-user limit fs.inotify.max_user_instances \
+         is reached; raise it with sysctl; polling meanwhile"
+            .to_owned()
+    } else {
+        format!("cannot create a native file-system watcher ({error}); polling instead")
+    }
+}
+
+/// The directories of the git directory that are watched: the directory
+/// itself, `refs/`, and everything under `refs/heads` and `refs/remotes`.
+fn git_watch_dirs(git_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![git_dir.to_path_buf()];
+    let refs = git_dir.join("refs");
+    if refs.is_dir() {
+        dirs.push(refs.clone());
+        for sub in ["heads", "remotes"] {
+            dirs.extend(walk_dirs(&refs.join(sub)));
+        }
+    }
+    dirs
+}
+
+/// `dir` and every directory below it (no ignore rules; for `.git/refs`).
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(read) = fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in read.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+        out.push(current);
+    }
+    out
+}
+
+/// Builds the `ignore` walker the monitor uses for a working tree.
+///
+/// Git's rules exactly: `.gitignore` files (nested), `.git/info/exclude`,
+/// the global excludes file; hidden files are *not* skipped (git tracks
+/// them), `.ignore` files are not read (git does not), `.git` is skipped,
+/// and so is whatever the configured globs match.
+pub(crate) fn walk_builder(root: &Path, configured: &Gitignore, threads: usize) -> WalkBuilder {
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .hidden(false)
+        .ignore(false)
+        .parents(false)
+        .git_ignore(true)
+        .git_exclude(true)
+        .git_global(true)
+        .require_git(false)
+        .follow_links(false)
+        .threads(threads);
+    let configured = configured.clone();
+    builder.filter_entry(move |entry| {
+        if entry.file_name() == ".git" {
+            return false;
+        }
+        if configured.is_empty() {
+            return true;
+        }
+        let is_dir = entry.file_type().is_some_and(|kind| kind.is_dir());
+        !configured.matched(entry.path(), is_dir).is_ignore()
+    });
+    builder
+}
+
+/// Per-thread results of the parallel walk, merged when the thread ends.
+struct Local<'a> {
+    scan: Scan,
+    shared: &'a Mutex<Scan>,
+}
+
+impl Drop for Local<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.lock() {
+            let local = std::mem::take(&mut self.scan);
+            shared.dirs.extend(local.dirs);
+            let mut entries = local.entries;
+            shared.entries.append(&mut entries);
+            shared.gitignores.extend(local.gitignores);
+            shared.errors.extend(local.errors);
+        }
+    }
+}
+
+/// Walks the working tree in parallel; `on_dir` is called for every
+/// directory that is not ignored, from the walker thread that found it.
+/// With `stamps`, every entry is stat'ed for the snapshot.
+fn walk_tree(
+    root: &Path,
+    configured: &Gitignore,
+    threads: usize,
+    on_dir: Option<&(dyn Fn(&Path) + Sync)>,
+    stamps: bool,
+) -> Scan {
+    let shared = Mutex::new(Scan::default());
+    walk_builder(root, configured, threads)
+        .build_parallel()
+        .run(|| {
+            let mut local = Local {
+                scan: Scan::default(),
+                shared: &shared,
+            };
+            Box::new(move |entry| {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        local.scan.errors.push(error.to_string());
+                        return WalkState::Continue;
+                    }
+                };
+                let is_dir = entry.file_type().is_some_and(|kind| kind.is_dir());
+                if is_dir {
+                    if let Some(on_dir) = on_dir {
+                        on_dir(entry.path());
+                    }
+                    local.scan.dirs.push(entry.path().to_path_buf());
+                } else if entry.file_name() == ".gitignore"
+                    && let Some(parent) = entry.path().parent()
+                {
+                    local.scan.gitignores.push(parent.to_path_buf());
+                }
+                if stamps
+                    && entry.depth() > 0
+                    && let (Ok(rel), Ok(metadata)) =
+                        (entry.path().strip_prefix(root), entry.metadata())
+                {
+                    local
+                        .scan
+                        .entries
+                        .insert(rel.to_string_lossy().into_owned(), Stamp::of(&metadata));
+                }
+                WalkState::Continue
+            })
+        });
+    shared.into_inner().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink() -> (RawSink, tokio::sync::mpsc::UnboundedReceiver<RawEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (RawSink(tx), rx)
+    }
+
+    fn options() -> WatchOptions {
+        WatchOptions {
+            globs: vec!["*.log".into()],
+            watch_limit: None,
+            poll_interval: Duration::from_millis(50),
+            force_polling: false,
+            threads: 2,
+        }
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in [".git/refs/heads", "src/inner", "target/debug", "keep"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        fs::write(root.join(".gitignore"), "target/\n").unwrap();
+        fs::write(root.join("src/a.rs"), "fn main() {}\n").unwrap();
+        fs::write(root.join("src/inner/b.rs"), "\n").unwrap();
+        fs::write(root.join("target/debug/x"), "x").unwrap();
+        fs::write(root.join("keep/app.log"), "x").unwrap();
+        dir
+    }
+
+    #[test]
+    fn rescan_finds_changes_whose_events_were_lost() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let (sink, rx) = sink();
+        let (mut fs_watch, warnings) = RepoFs::start(
+            RepoId::new("t").unwrap(),
+            &root,
+            &root.join(".git"),
+            options(),
+            sink,
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        fs_watch.build_snapshot();
+        // The kernel queue "overflows": every event is dropped.
+        drop(rx);
+        fs::write(root.join("src/a.rs"), "fn main() { changed(); }\n").unwrap();
+        fs::remove_file(root.join("src/inner/b.rs")).unwrap();
+        fs::create_dir(root.join("new")).unwrap();
+        fs::write(root.join("new/c.rs"), "c").unwrap();
+        fs::write(root.join("target/debug/y"), "ignored").unwrap();
+        fs::write(root.join("keep/other.log"), "ignored").unwrap();
+        let outcome = fs_watch.rescan();
+        let changed: Vec<&str> = outcome.changed.iter().map(String::as_str).collect();
+        assert_eq!(changed, ["new", "new/c.rs", "src/a.rs", "src/inner/b.rs"]);
+        assert!(outcome.rescan);
+        assert!(fs_watch.watched_dirs().any(|d| d == root.join("new")));
+        // Nothing new on a second rescan.
+        assert!(fs_watch.rescan().changed.is_empty());
+    }
+
+    #[test]
+    fn watch_budget_falls_back_to_polling_with_a_reason() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let (sink, _rx) = sink();
+        let mut opts = options();
+        opts.watch_limit = Some(2);
+        let (fs_watch, warnings) = RepoFs::start(
+            RepoId::new("t").unwrap(),
+            &root,
+            &root.join(".git"),
+            opts,
+            sink,
+        )
+        .unwrap();
+        let Mode::Polling(reason) = fs_watch.mode() else {
+            panic!("expected polling, got {:?}", fs_watch.mode());
+        };
+        assert!(reason.contains("needs"), "{reason}");
+        assert!(warnings.iter().any(|w| w == reason));
+        // Every directory is still covered (by the poller).
+        assert_eq!(fs_watch.watched_dirs().count(), 4);
+    }
+
+    #[test]
+    fn kernel_limit_reason_names_the_sysctl_and_the_number() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let (sink, _rx) = sink();
+        let (fs_watch, _) = RepoFs::start(
+            RepoId::new("t").unwrap(),
+            &root,
+            &root.join(".git"),
+            options(),
+            sink,
+        )
+        .unwrap();
+        let reason = fs_watch.limit_reason(123_456);
+        assert!(reason.contains("fs.inotify.max_user_watches"), "{reason}");
+        assert!(reason.contains("123456"), "{reason}");
+    }
+}
