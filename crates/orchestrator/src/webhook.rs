@@ -46,8 +46,16 @@ pub async fn post_json(
 /// The Slack-compatible payload of a notification for `event`: a `text`
 /// line for chat tools, plus the whole event for anything else.
 pub fn notification_payload(event: &Event) -> serde_json::Value {
-    let repo = event.repo.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
-    let pipeline = event.pipeline.as_ref().map(|p| format!("/{p}")).unwrap_or_default();
+    let repo = event
+        .repo
+        .as_ref()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let pipeline = event
+        .pipeline
+        .as_ref()
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
     let text = format!(
         "[orchex] {} {}{repo}{pipeline}: {}",
         event.severity, event.kind, event.message
