@@ -363,6 +363,10 @@ mod watcher {
             .add_repository(repository("ovf", &root))
             .await
             .unwrap();
+        // The repository's task answers commands only once its rescan
+        // snapshot exists; changes made before that are in the snapshot and
+        // reach the task as events, which the simulated overflow would drop.
+        monitor.watched_dirs(&id).await.unwrap();
         monitor.simulate_overflow(&id).unwrap();
         write(&root, "src/keep.rs", "fn a() { changed(); }\n");
         std::fs::remove_file(root.join("src/gone.rs")).unwrap();
