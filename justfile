@@ -28,6 +28,12 @@ bench *ARGS:
 bench-quick NAME:
     cargo bench -p orchex-benches --bench {{NAME}} -- --warm-up-time 1 --measurement-time 3
 
+# The monitor's benchmarks (watch setup, write-to-trigger latency, history).
+bench-monitor:
+    cargo bench -p orchex-benches --bench monitor_watch
+    cargo bench -p orchex-benches --bench monitor_latency
+    cargo bench -p orchex-benches --bench monitor_history
+
 # API docs, with warnings as errors.
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
