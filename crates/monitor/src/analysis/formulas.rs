@@ -5,82 +5,11 @@ use std::collections::BTreeMap;
 
 use orchex_core::Hotspot;
 
-/// Spaces that make one logical indentation level (a tab is one level).
-pub const SPACES_PER_LEVEL: f64 = 4.0;
-
-/// Mean indentation at which a file's complexity score is 0.5.
-pub const HALF_COMPLEXITY_INDENT: f64 = 1.0;
+pub use orchex_core::analysis::{HALF_COMPLEXITY_INDENT, Indentation, SPACES_PER_LEVEL};
 
 /// Weights of complexity, chaos and hotspot concentration in the health
 /// score; they add up to 1.
 pub const HEALTH_WEIGHTS: (f64, f64, f64) = (0.5, 0.3, 0.2);
-
-/// Indentation of one source file.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Indentation {
-    /// Non-blank lines.
-    pub lines: u64,
-    /// Sum of the logical indentation levels of the non-blank lines.
-    pub total: f64,
-    /// Deepest logical indentation level.
-    pub max: f64,
-}
-
-impl Indentation {
-    /// Measures `text`: for each non-blank line, leading tabs count one
-    /// level each and leading spaces one level per [`SPACES_PER_LEVEL`].
-    ///
-    /// ```
-    /// use orchex_monitor::analysis::formulas::Indentation;
-    /// let m = Indentation::measure(b"fn f() {\n    if x {\n\t\ty();\n    }\n\n}\n");
-    /// assert_eq!(m.lines, 5);
-    /// assert_eq!(m.total, 0.0 + 1.0 + 2.0 + 1.0 + 0.0);
-    /// assert_eq!(m.max, 2.0);
-    /// ```
-    pub fn measure(text: &[u8]) -> Self {
-        let mut measure = Self::default();
-        for line in text.split(|&byte| byte == b'\n') {
-            let mut spaces = 0u32;
-            let mut tabs = 0u32;
-            let mut blank = true;
-            for &byte in line {
-                match byte {
-                    b' ' => spaces += 1,
-                    b'\t' => tabs += 1,
-                    b'\r' | b'\x0c' => {}
-                    _ => {
-                        blank = false;
-                        break;
-                    }
-                }
-            }
-            if blank {
-                continue;
-            }
-            let level = f64::from(tabs) + f64::from(spaces) / SPACES_PER_LEVEL;
-            measure.lines += 1;
-            measure.total += level;
-            measure.max = measure.max.max(level);
-        }
-        measure
-    }
-
-    /// Mean indentation level of the non-blank lines (0 for an empty file).
-    pub fn mean(&self) -> f64 {
-        if self.lines == 0 {
-            0.0
-        } else {
-            self.total / lines_f64(self.lines)
-        }
-    }
-
-    /// The file's complexity score in [0, 1): `μ / (μ + 1)` where `μ` is
-    /// the mean indentation level.
-    pub fn complexity(&self) -> f64 {
-        let mean = self.mean();
-        mean / (mean + HALF_COMPLEXITY_INDENT)
-    }
-}
 
 fn lines_f64(n: u64) -> f64 {
     // Precision loss above 2^53 lines is irrelevant here.
