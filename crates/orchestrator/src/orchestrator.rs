@@ -221,9 +221,11 @@ impl Orchestrator {
             .name("jobs")
             .build()
             .map_err(|e| invalid(&e))?;
+        // Unnamed on purpose: a named limit would also export a labelled
+        // `orchex_concurrency_limit{name}`, beside the unlabelled gauge of
+        // PRODUCT.md §10 that the orchestrator sets itself.
         let adaptive = AdaptiveLimit::builder(limit_algorithm(config))
             .clock(deps.clock.clone())
-            .name("jobs")
             .build()
             .map_err(|e| invalid(&e))?;
         let interval = Duration::from_secs(
