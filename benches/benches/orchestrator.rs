@@ -844,8 +844,8 @@ fn e2e_and_rollback(c: &mut Criterion) {
     let rt = runtime();
     let big = big();
     let e2e = rt.block_on(E2e::new(&big));
-    // A first delivery, kept: later jobs replace it and their rollback
-    // restores it.
+    // A first delivery, kept: every later job replaces the branch value of
+    // the job before it, and its rollback restores that value.
     let (first, elapsed, _) = rt.block_on(e2e.job());
     eprintln!("e2e: first job (cold) took {elapsed:?}");
     let base_commit = first.delivery.unwrap().commit.unwrap();
@@ -900,7 +900,8 @@ fn e2e_and_rollback(c: &mut Criterion) {
                     let rolled = e2e.orchestrator.rollback(job.id).await.unwrap();
                     total += started.elapsed();
                     assert_eq!(rolled.state(), JobState::RolledBack);
-                    assert_eq!(git(&big.repo, &["rev-parse", "orchex/e2e"]), base_commit);
+                    let previous = job.delivery.and_then(|d| d.previous).unwrap();
+                    assert_eq!(git(&big.repo, &["rev-parse", "orchex/e2e"]), previous);
                 }
                 total
             })
