@@ -34,6 +34,11 @@ bench-monitor:
     cargo bench -p orchex-benches --bench monitor_latency
     cargo bench -p orchex-benches --bench monitor_history
 
+# The orchestrator's benchmarks (quick scales; drop the variables for full runs).
+bench-orchestrator *ARGS:
+    ORCHEX_BENCH_SCALE=0.1 cargo bench -p orchex-benches --bench orchestrator -- {{ARGS}}
+    ORCHEX_BENCH_SIZE_JOBS=10000 cargo bench -p orchex-benches --bench orchestrator_size
+
 # API docs, with warnings as errors.
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
