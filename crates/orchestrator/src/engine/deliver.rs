@@ -59,7 +59,6 @@ pub(super) async fn deliver_branch(
     engine: &Engine,
     request: &JobRequest<'_>,
     repo: &GitRepo,
-    prepared: &Prepared,
     diffed: &Diffed,
 ) -> Result<Option<DeliveryRecord>, Outcome> {
     let job = request.job;
@@ -112,7 +111,6 @@ pub(super) async fn deliver_branch(
     )
     .await
     .map_err(|error| Outcome::Failed { error })?;
-    let _ = prepared;
     let repo = repo.clone();
     let message = format!("orchex: deliver {} (job {})", request.pipeline.name, job.id);
     let moved = blocking(move || {

@@ -572,9 +572,7 @@ impl Engine {
                 conflicts: Vec::new(),
                 written: std::collections::BTreeMap::new(),
             })),
-            Delivery::Branch => {
-                deliver::deliver_branch(self, request, repo, &prepared, &diffed).await
-            }
+            Delivery::Branch => deliver::deliver_branch(self, request, repo, &diffed).await,
             Delivery::Worktree => {
                 deliver::deliver_worktree(self, request, repo, workspace, &prepared, &diffed).await
             }
