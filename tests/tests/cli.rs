@@ -195,3 +195,40 @@ fn completions_are_generated() {
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).contains("orchexctl"));
 }
+
+/// A local port with nothing listening on it: bound once by the OS, then
+/// released.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn orchexctl_without_a_daemon_exits_3_with_a_hint() {
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let output =
+        run(command("orchexctl").args(["status", "--url", &url, "--token", "do-not-print-me"]));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains(&url), "{text}");
+    assert!(text.contains("is orchexd running?"), "{text}");
+    assert!(text.contains("cargo run --release -p orchexd"), "{text}");
+    assert!(text.contains("ORCHEX_URL"), "{text}");
+    assert!(!text.contains("do-not-print-me"), "{text}");
+    assert!(stdout(&output).is_empty());
+
+    // The URL also comes from the environment.
+    let output = run(command("orchexctl").arg("health").env("ORCHEX_URL", &url));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+}
+
+#[test]
+fn orchexctl_stop_needs_emergency() {
+    let output = run(command("orchexctl").arg("stop"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--emergency"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -9,6 +9,7 @@ use crate::{RepoId, Timestamp};
 
 /// Line counts of one language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LanguageStats {
     /// Files of the language.
@@ -23,6 +24,7 @@ pub struct LanguageStats {
 
 /// A file ranked by change frequency × complexity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Hotspot {
     /// Repository-relative path.
@@ -37,6 +39,7 @@ pub struct Hotspot {
 
 /// The latest analysis of one repository at one commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisReport {
     /// The repository.

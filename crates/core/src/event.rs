@@ -10,6 +10,7 @@ use crate::{JobId, RepoId, Timestamp};
 
 /// An event's unique id: a UUID v7, so ids sort by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct EventId(Uuid);
 
@@ -45,6 +46,7 @@ impl fmt::Display for EventId {
 
 /// How much attention an event deserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Normal operation.
@@ -103,6 +105,7 @@ macro_rules! event_kinds {
     ($($variant:ident => $name:literal, $severity:ident, $doc:literal;)*) => {
         /// What an event is about (snake_case on the wire).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum EventKind {
@@ -183,6 +186,7 @@ impl FromStr for EventKind {
 
 /// One thing that happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Unique, time-ordered id.

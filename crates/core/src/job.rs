@@ -10,6 +10,7 @@ use crate::{Delivery, RepoId, Timestamp, Trigger};
 
 /// A job's unique id: a UUID v7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct JobId(Uuid);
 
@@ -68,6 +69,7 @@ impl FromStr for JobId {
 /// breaker, `unchanged` inputs) run on a claimed job, before any step runs:
 /// claiming first is what lets several daemons share one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum JobState {
     /// Waiting in the queue.
@@ -194,6 +196,7 @@ impl FromStr for JobState {
 
 /// Why a job was not run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "code", rename_all = "camelCase")]
 #[non_exhaustive]
 pub enum SkipReason {
@@ -250,6 +253,7 @@ impl fmt::Display for SkipReason {
 
 /// The outcome of one step.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StepResult {
     /// The step's name.
@@ -273,6 +277,7 @@ pub struct StepResult {
 
 /// What a job's result changed, compared with the source.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DiffSummary {
     /// Paths created.
@@ -305,6 +310,7 @@ impl DiffSummary {
 
 /// Where a job's result went, and what it replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryRecord {
     /// The delivery kind.
@@ -333,6 +339,7 @@ pub struct DeliveryRecord {
 
 /// Whether a delivered job can be, or was, undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum RollbackState {
     /// The job delivered something and it is still in place.
@@ -345,6 +352,7 @@ pub enum RollbackState {
 
 /// The analysis scores of one touched file, before and after a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FileImpact {
     /// Repository-relative path.
@@ -364,6 +372,7 @@ pub struct FileImpact {
 /// The state is private: it changes only through [`Job::transition_to`],
 /// which enforces the state machine and keeps the timestamps consistent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     /// Unique, time-ordered id.

@@ -9,6 +9,7 @@ use crate::TriggerKind;
 
 /// Where a job's result goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Delivery {
     /// A commit on top of the source commit, on the pipeline's branch.
@@ -40,6 +41,7 @@ impl fmt::Display for Delivery {
 
 /// How several pipelines matched by one trigger are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Strategy {
     /// Concurrently, within the concurrency limits.

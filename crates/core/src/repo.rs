@@ -60,6 +60,7 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
 ///
 /// Construct it with [`RepoId::new`], which validates the name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct RepoId(String);
 
@@ -105,11 +106,13 @@ impl fmt::Display for RepoId {
 
 /// A repository orchex watches (`[[repositories]]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Repository {
     /// Unique name, used in routing globs, metrics and the API.
     pub name: RepoId,
     /// Absolute path of the repository's working tree.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     /// A disabled repository is kept in the config but not watched.
     #[serde(default = "crate::config::default_true")]

@@ -9,6 +9,7 @@ use crate::Timestamp;
 
 /// The record of one cycle: what ran, how it went, how parallel it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ParallelExecution {
     /// Unique id of the cycle (UUID v7).
@@ -31,6 +32,7 @@ pub struct ParallelExecution {
 
 /// Running totals over every cycle since the orchestrator started.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrchestrationStats {
     /// Cycles completed.

@@ -12,6 +12,7 @@ use crate::{RepoId, Timestamp};
 /// The order of the variants is the dispatch priority, highest first:
 /// manual > push > commit > fileChange > threshold > schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum TriggerKind {
     /// An operator asked for a run through the API or CLI.
@@ -95,6 +96,7 @@ impl FromStr for TriggerKind {
 
 /// One reason to consider running pipelines on one repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     /// The repository concerned.
@@ -158,6 +160,7 @@ impl Trigger {
 
 /// A settled set of distinct changed paths in one repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeBatch {
     /// The repository the paths belong to.

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// Whether the orchestrator dispatches work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum RunState {
     /// Not started, or stopped.
@@ -32,6 +33,7 @@ impl RunState {
 
 /// A job that is running now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunningJob {
     /// The job.
@@ -50,6 +52,7 @@ pub struct RunningJob {
 
 /// One circuit breaker, as shown to operators.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BreakerInfo {
     /// `repo/pipeline`.
@@ -71,6 +74,7 @@ pub struct BreakerInfo {
 
 /// A repository's rate limiter, as shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LimiterInfo {
     /// The repository.
@@ -83,6 +87,7 @@ pub struct LimiterInfo {
 
 /// Everything the dashboard shows about the orchestrator, in one read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrchestratorSnapshot {
     /// The run state.

@@ -1357,6 +1357,22 @@ impl Orchestrator {
         self.routing().entries()
     }
 
+    /// The pipelines a trigger of `kind` on the repository `repo` may run,
+    /// in configuration order (the dashboard's manual-run choices).
+    pub fn pipelines_for(&self, repo: &str, kind: TriggerKind) -> Vec<String> {
+        let routing = self.routing();
+        let mut names: Vec<String> = Vec::new();
+        for entry in routing.entries() {
+            if entry.trigger == kind
+                && routing.applies_to(&entry.pipeline, repo)
+                && !names.contains(&entry.pipeline)
+            {
+                names.push(entry.pipeline);
+            }
+        }
+        names
+    }
+
     /// Running totals.
     pub fn stats(&self) -> orchex_core::OrchestrationStats {
         lock(&self.inner.stats).totals()

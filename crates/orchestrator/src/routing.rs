@@ -62,6 +62,7 @@ pub struct RouteMatch<'a> {
 
 /// One row of the routing table as shown by `GET /api/orchestrator/config`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RouteEntry {
     /// The trigger kind.

@@ -1,0 +1,374 @@
+//! The read models the API answers with: the dashboard snapshot, the
+//! repository rows, the health report and the performance figures.
+//!
+//! They are built from the services on each request (or once per second
+//! for every WebSocket client together, see [`crate::ws`]); nothing here
+//! is stored.
+
+use std::collections::BTreeMap;
+
+use orchex_core::{Event, HealthStatus, Job, JobState, TriggerKind};
+use orchex_monitor::WatcherState;
+use orchex_orchestrator::{BreakerInfo, OrchestratorSnapshot};
+use orchex_store::{EventFilter, JobFilter, PageRequest};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Role;
+use crate::state::{AnalysisSummary, AppState, lock};
+use crate::timeline::TimelineBucket;
+
+/// Who is asking, so the page can hide what it may not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessView {
+    /// The caller's role.
+    pub role: Role,
+    /// Whether the server requires a token.
+    pub auth_required: bool,
+}
+
+/// How a repository is watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WatcherView {
+    /// `starting`, `watching`, `polling`, `error`, `disabled`, or
+    /// `unknown` while the monitor has not picked the repository up yet.
+    pub state: String,
+    /// Why it polls or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Directories with a watch.
+    pub watched_dirs: usize,
+}
+
+/// A configured repository with its watcher state and latest analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryView {
+    /// Its name.
+    pub name: String,
+    /// Its working tree.
+    pub path: String,
+    /// The watched branch; absent follows `HEAD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether it is watched and run.
+    pub enabled: bool,
+    /// The watcher.
+    pub watcher: WatcherView,
+    /// The latest analysis, once one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSummary>,
+    /// Pipelines a manual run may start on it.
+    pub pipelines: Vec<String>,
+}
+
+/// `GET /api/dashboard`, and the `snapshot` of the WebSocket.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardView {
+    /// The caller's access.
+    pub access: AccessView,
+    /// The orchestrator: state, stats, limit, queue, running jobs,
+    /// breakers, limiters, recent cycles.
+    pub orchestrator: OrchestratorSnapshot,
+    /// Component health.
+    pub health: HealthStatus,
+    /// The repositories.
+    pub repositories: Vec<RepositoryView>,
+    /// The 20 most recent jobs, newest first.
+    pub recent_jobs: Vec<Job>,
+    /// The 50 most recent events, newest first.
+    pub recent_events: Vec<Event>,
+    /// The last hour, one bucket a minute, oldest first.
+    pub timeline: Vec<TimelineBucket>,
+}
+
+/// A WebSocket snapshot message.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotMessage<'a> {
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) snapshot: &'a DashboardView,
+}
+
+pub(crate) fn watcher_view(status: Option<orchex_monitor::RepoStatus>) -> WatcherView {
+    let Some(status) = status else {
+        return WatcherView {
+            state: "unknown".to_owned(),
+            reason: None,
+            watched_dirs: 0,
+        };
+    };
+    let (state, reason) = match status.state {
+        WatcherState::Starting => ("starting", None),
+        WatcherState::Watching => ("watching", None),
+        WatcherState::Polling { reason } => ("polling", Some(reason)),
+        WatcherState::Error { reason } => ("error", Some(reason)),
+        WatcherState::Disabled => ("disabled", None),
+        _ => ("unknown", None),
+    };
+    WatcherView {
+        state: state.to_owned(),
+        reason,
+        watched_dirs: status.watched_dirs,
+    }
+}
+
+/// Every configured repository, in config order.
+pub(crate) fn repositories(state: &AppState) -> Vec<RepositoryView> {
+    let config = state.config();
+    let monitor = &state.services().monitor;
+    let analyses = lock(&state.inner.analyses).clone();
+    config
+        .repositories
+        .iter()
+        .map(|repo| {
+            let pipelines = state
+                .services()
+                .orchestrator
+                .pipelines_for(repo.name.as_str(), TriggerKind::Manual);
+            RepositoryView {
+                name: repo.name.to_string(),
+                path: repo.path.display().to_string(),
+                branch: repo.branch.clone(),
+                enabled: repo.enabled,
+                watcher: watcher_view(monitor.status(&repo.name)),
+                analysis: analyses.get(&repo.name).cloned(),
+                pipelines,
+            }
+        })
+        .collect()
+}
+
+/// The dashboard snapshot for `role`.
+pub(crate) async fn dashboard(state: &AppState, role: Role) -> DashboardView {
+    let services = state.services();
+    let orchestrator = services.orchestrator.snapshot().await;
+    let store = &services.store;
+    let recent_jobs = match store
+        .list_jobs(JobFilter::new(), PageRequest::first().limit(20))
+        .await
+    {
+        Ok(page) => page.items,
+        Err(err) => {
+            tracing::warn!(%err, "dashboard: cannot list recent jobs");
+            Vec::new()
+        }
+    };
+    let recent_events = match store
+        .query_events(EventFilter::new(), PageRequest::first().limit(50))
+        .await
+    {
+        Ok(page) => page.items,
+        Err(err) => {
+            tracing::warn!(%err, "dashboard: cannot list recent events");
+            Vec::new()
+        }
+    };
+    let timeline = lock(&state.inner.timeline).buckets(orchex_core::Timestamp::now());
+    DashboardView {
+        access: AccessView {
+            role,
+            auth_required: state.policy().tokens.required(),
+        },
+        orchestrator,
+        health: services.health.snapshot(),
+        repositories: repositories(state),
+        recent_jobs,
+        recent_events,
+        timeline,
+    }
+}
+
+/// Memory of the daemon process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryView {
+    /// Resident set size in bytes, where the platform tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+}
+
+/// The store's view of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreView {
+    /// Its health.
+    pub health: orchex_core::ComponentHealth,
+    /// Jobs queued.
+    pub queue_depth: u64,
+}
+
+/// A watched repository's watcher, for `GET /api/health/detailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WatcherRow {
+    /// The repository.
+    pub repo: String,
+    /// The watcher.
+    #[serde(flatten)]
+    pub watcher: WatcherView,
+}
+
+/// `GET /api/health/detailed`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailedHealth {
+    /// The overall status and each component.
+    #[serde(flatten)]
+    pub health: HealthStatus,
+    /// Circuit breakers.
+    pub breakers: Vec<BreakerInfo>,
+    /// Jobs queued.
+    pub queue_depth: u64,
+    /// Each repository's watcher.
+    pub watchers: Vec<WatcherRow>,
+    /// The store.
+    pub store: StoreView,
+    /// The process's memory.
+    pub memory: MemoryView,
+    /// Events the bus dropped since start.
+    pub events_dropped: u64,
+}
+
+/// Resident memory of this process, from `/proc/self/statm` on Linux.
+pub(crate) fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Cycle figures of `GET /api/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CycleFigures {
+    /// Cycles run.
+    pub total: u64,
+    /// Average cycle time.
+    pub average_ms: f64,
+    /// 95th percentile cycle time.
+    pub p95_ms: f64,
+}
+
+/// Job duration figures of `GET /api/metrics`, over the recent jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DurationFigures {
+    /// Jobs measured (the most recent finished ones, at most 1000).
+    pub count: u64,
+    /// Average.
+    pub average_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+}
+
+/// `GET /api/metrics`: performance as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerformanceView {
+    /// Succeeded among finished (succeeded, failed, timed out), in [0,1];
+    /// 1 when nothing finished yet.
+    pub success_rate: f64,
+    /// Cycles.
+    pub cycles: CycleFigures,
+    /// Jobs finished per minute over the last hour.
+    pub throughput_per_minute: f64,
+    /// Job durations.
+    pub job_durations: DurationFigures,
+    /// Jobs by final state since start.
+    pub jobs_by_outcome: BTreeMap<String, u64>,
+    /// The current concurrency limit.
+    pub concurrency_limit: u32,
+    /// Jobs queued.
+    pub queue_depth: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// The performance figures.
+pub(crate) async fn performance(state: &AppState) -> Result<PerformanceView, crate::ApiError> {
+    let services = state.services();
+    let stats = services.orchestrator.stats();
+    let finished = services
+        .store
+        .list_jobs(
+            JobFilter::new()
+                .state(JobState::Succeeded)
+                .state(JobState::Failed)
+                .state(JobState::TimedOut),
+            PageRequest::first().limit(1000),
+        )
+        .await?;
+    let mut durations: Vec<f64> = finished
+        .items
+        .iter()
+        .filter_map(|job| {
+            let (start, end) = (job.started_at?, job.finished_at?);
+            #[allow(clippy::cast_precision_loss)]
+            Some(end.duration_since(start).as_millis() as f64)
+        })
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    #[allow(clippy::cast_precision_loss)]
+    let average = if durations.is_empty() {
+        0.0
+    } else {
+        durations.iter().sum::<f64>() / durations.len() as f64
+    };
+    let count = |state: &str| stats.jobs_by_outcome.get(state).copied().unwrap_or(0);
+    let succeeded = count("succeeded");
+    let failed = count("failed") + count("timedOut");
+    #[allow(clippy::cast_precision_loss)]
+    let success_rate = if succeeded + failed == 0 {
+        1.0
+    } else {
+        succeeded as f64 / (succeeded + failed) as f64
+    };
+    let buckets = lock(&state.inner.timeline).buckets(orchex_core::Timestamp::now());
+    #[allow(clippy::cast_precision_loss)]
+    let throughput_per_minute =
+        buckets.iter().map(|b| b.jobs_finished).sum::<u64>() as f64 / buckets.len().max(1) as f64;
+    Ok(PerformanceView {
+        success_rate,
+        cycles: CycleFigures {
+            total: stats.total_cycles,
+            average_ms: stats.average_cycle_ms,
+            p95_ms: stats.p95_cycle_ms,
+        },
+        throughput_per_minute,
+        job_durations: DurationFigures {
+            count: durations.len() as u64,
+            average_ms: average,
+            p95_ms: percentile(&durations, 0.95),
+        },
+        jobs_by_outcome: stats.jobs_by_outcome.clone(),
+        concurrency_limit: services.orchestrator.concurrency_limit(),
+        queue_depth: services.store.queue_depth().await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&values, 0.95) - 95.0).abs() < 1.01);
+        assert!((percentile(&[], 0.95)).abs() < f64::EPSILON);
+        assert!((percentile(&[7.0], 0.5) - 7.0).abs() < f64::EPSILON);
+    }
+}
