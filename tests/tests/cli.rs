@@ -97,18 +97,6 @@ fn check_config_on_a_missing_file_exits_2_and_creates_nothing() {
 }
 
 #[test]
-fn orchexd_creates_the_commented_default_config_where_none_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("conf/orchex.toml");
-    let _ = run(command("orchexd").arg("-c").arg(&path));
-    let written = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(
-        written,
-        std::fs::read_to_string(workspace_root().join("config/orchex.toml")).unwrap()
-    );
-}
-
-#[test]
 fn config_init_writes_the_default_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orchex.toml");

@@ -10,6 +10,14 @@
 //! | 0 | success (`--check-config`: the config is valid) |
 //! | 1 | a runtime failure |
 //! | 2 | usage error, or an invalid / unreadable configuration |
+//!
+//! Without `--check-config` it runs the daemon (see `daemon`): the
+//! services start in dependency order, SIGHUP reloads the configuration,
+//! and SIGTERM or SIGINT drains running jobs for up to 30 s, flushes the
+//! store and exits 0. With no repository configured it runs the demo.
+
+mod daemon;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +53,12 @@ struct Args {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Run with the demo repository and pipeline even when the config lists
+    /// repositories of its own (without this, the demo runs only when it
+    /// lists none).
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,25 +102,74 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("creating the default config at {}", args.config.display()))?;
         tracing::info!(path = %args.config.display(), "created a commented default config");
     }
-    let loaded = match Loader::new(&args.config).load() {
+    // The configuration is validated before anything is bound or opened.
+    let options = daemon::Options {
+        config: args.config.clone(),
+        demo: args.demo,
+    };
+    let (loader, demo_repo) = match daemon::loader(&options) {
+        Ok(found) => found,
+        Err(err) => {
+            eprintln!("orchexd: {err}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let loaded = match loader.load() {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("orchexd: {err}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    if let Err(err) = orchex_dashboard::AccessPolicy::from_config(&loaded.config.dashboard)
+        .map_err(anyhow::Error::from)
+        .and_then(|policy| {
+            orchex_dashboard::check_bind(&loaded.config.dashboard, &policy)
+                .map_err(anyhow::Error::from)
+        })
+    {
+        eprintln!("orchexd: {err:#}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     tracing::info!(
         path = %loaded.path.display(),
         repositories = loaded.config.repositories.len(),
         pipelines = loaded.config.pipelines.len(),
+        demo = demo_repo.is_some(),
         "configuration loaded"
     );
-    // The long-running services (store, telemetry, monitor, orchestrator,
-    // dashboard) are composed here once their crates exist; until then the
-    // daemon says so plainly instead of pretending to serve.
-    anyhow::bail!(
-        "this build of orchexd can only validate configurations (the services are not built yet); run `orchexd --check-config`"
-    )
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("orchexd")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(loader, loaded.config, demo_repo))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    loader: Loader,
+    config: orchex_core::config::Config,
+    demo_repo: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let daemon = daemon::Daemon::start(loader, config, demo_repo).await?;
+    let reason = loop {
+        tokio::select! {
+            _ = terminate.recv() => break daemon::Stop::Signal("SIGTERM"),
+            _ = interrupt.recv() => break daemon::Stop::Signal("SIGINT"),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                daemon.reload();
+            }
+        }
+    };
+    daemon.shutdown(reason, daemon::SHUTDOWN_GRACE).await;
+    Ok(())
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -90,6 +90,7 @@ pub struct Loader {
     path: PathBuf,
     overrides: PathBuf,
     use_env: bool,
+    demo: Option<Value>,
 }
 
 impl Loader {
@@ -102,7 +103,29 @@ impl Loader {
             path,
             overrides,
             use_env: true,
+            demo: None,
         }
+    }
+
+    /// A layer used only while the file and its overrides configure no
+    /// repository: its top-level keys (the daemon's demo repository and
+    /// pipeline) fill in what the file leaves out. Once the file lists a
+    /// repository, the layer is ignored, so adding one's own repositories
+    /// replaces the demo without a restart.
+    #[must_use]
+    pub fn with_demo(mut self, layer: Value) -> Self {
+        self.demo = Some(layer);
+        self
+    }
+
+    /// Whether the demo layer is in use for the file as it is now.
+    pub fn demo_active(&self) -> bool {
+        self.demo.is_some()
+            && self
+                .read_file()
+                .ok()
+                .is_some_and(|(file, _)| !configures_repositories(&file))
+            && !configures_repositories(&read_overrides(&self.overrides).unwrap_or(Value::Null))
     }
 
     /// Ignores `ORCHEX_*` environment variables (tests, `config validate`).
@@ -130,7 +153,15 @@ impl Loader {
 
     /// Like [`Loader::load`], with `overrides` in place of the overrides file.
     pub(crate) fn load_with_overrides(&self, overrides: &Value) -> Result<Loaded, ConfigError> {
-        let (file_value, source_version) = self.read_file()?;
+        let (mut file_value, source_version) = self.read_file()?;
+        if let (Some(Value::Object(demo)), Value::Object(file)) = (&self.demo, &mut file_value)
+            && !configures_repositories(&Value::Object(file.clone()))
+            && !configures_repositories(overrides)
+        {
+            for (key, value) in demo {
+                file.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
         let mut figment = Figment::from(Serialized::defaults(file_value));
         if !is_empty_object(overrides) {
             figment = figment.merge(Serialized::defaults(overrides));
@@ -251,6 +282,13 @@ impl Loader {
             config.storage.path = base.join(&config.storage.path);
         }
     }
+}
+
+fn configures_repositories(value: &Value) -> bool {
+    value
+        .get("repositories")
+        .and_then(Value::as_array)
+        .is_some_and(|list| !list.is_empty())
 }
 
 fn is_empty_object(value: &Value) -> bool {

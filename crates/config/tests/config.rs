@@ -610,3 +610,42 @@ async fn hot_reload_publishes_valid_changes_and_reports_invalid_ones() {
     assert_eq!(handle.current().optimizer.safety.rate_limit_per_hour, 3);
     assert!(!configs.has_changed().unwrap());
 }
+
+#[test]
+fn the_demo_layer_applies_only_while_the_file_configures_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = serde_json::json!({
+        "repositories": [{"name": "demo", "path": "/srv/demo", "branch": "main"}],
+        "pipelines": [{
+            "name": "demo-codegen",
+            "repositories": ["demo"],
+            "steps": [{"name": "gen", "run": ["true"]}]
+        }]
+    });
+    let path = write(dir.path(), "orchex.toml", "version = 2\n");
+    let loader = Loader::new(&path).without_env().with_demo(demo.clone());
+    let config = loader.load().unwrap().config;
+    assert!(loader.demo_active());
+    assert_eq!(config.repositories[0].name.as_str(), "demo");
+    assert_eq!(config.pipelines[0].name, "demo-codegen");
+
+    let repo = dir.path().join("mine");
+    std::fs::create_dir_all(&repo).unwrap();
+    let path = write(
+        dir.path(),
+        "orchex.toml",
+        &format!(
+            "version = 2\n[[repositories]]\nname = \"mine\"\npath = \"{}\"\n",
+            repo.display()
+        ),
+    );
+    let loader = Loader::new(&path).without_env().with_demo(demo);
+    let config = loader.load().unwrap().config;
+    assert!(!loader.demo_active());
+    assert_eq!(config.repositories.len(), 1);
+    assert_eq!(config.repositories[0].name.as_str(), "mine");
+    assert!(
+        config.pipelines.is_empty(),
+        "the demo pipeline goes with it"
+    );
+}

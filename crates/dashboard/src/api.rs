@@ -892,7 +892,14 @@ pub(crate) struct ConfigChange {
 
 /// Keys an API update may not touch: commands, notification targets and
 /// credentials come only from the file (docs/security.md).
-const FILE_ONLY_KEYS: &[&str] = &["pipelines", "notifications", "repositories", "version"];
+const FILE_ONLY_KEYS: &[&str] = &[
+    "pipelines",
+    "notifications",
+    "repositories",
+    "version",
+    "protectedPaths",
+    "storage",
+];
 const FILE_ONLY_DASHBOARD_KEYS: &[&str] = &[
     "authToken",
     "authTokenFile",

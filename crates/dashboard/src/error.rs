@@ -181,7 +181,8 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
 }
 
 /// A JSON request body; malformed bodies answer 400 naming the field,
-/// oversized ones 413.
+/// oversized ones 413, and a body without `Content-Type: application/json`
+/// 415 (which also keeps other web pages from posting "simple" requests).
 #[derive(Debug, Clone)]
 pub(crate) struct ApiJson<T>(pub T);
 
@@ -197,7 +198,7 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| {
+            .is_some_and(|v| {
                 v.split(';')
                     .next()
                     .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))

@@ -229,6 +229,13 @@ impl Dashboard {
                 shutdown: CancellationToken::new(),
                 openapi,
                 snapshot_cache: tokio::sync::Mutex::new(None),
+                bind: config.dashboard.bind.clone(),
+                bound_to_loopback: config
+                    .dashboard
+                    .bind
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()),
                 options,
             }),
         };
@@ -244,8 +251,16 @@ impl Dashboard {
     /// Applies the `[dashboard]` section of a reloaded configuration:
     /// tokens, CORS origins and the webhook secret. The bind address and
     /// port need a restart.
+    ///
+    /// A policy without a token is refused while the server listens on a
+    /// non-loopback address (the old policy stays).
     pub fn apply_config(&self, config: &Config) -> Result<(), DashboardError> {
         let policy = AccessPolicy::from_config(&config.dashboard)?;
+        if !self.state.inner.bound_to_loopback && !policy.tokens.required() {
+            return Err(DashboardError::InsecureBind {
+                bind: self.state.inner.bind.clone(),
+            });
+        }
         self.state.set_policy(policy);
         Ok(())
     }
@@ -332,6 +347,20 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
     let policy = state.policy();
     let headers = request.headers();
+    // Other web pages must not steer the daemon through the operator's
+    // browser: a cross-site request that changes state is refused, and
+    // without a token (loopback only) the Host must be a loopback name, so
+    // a DNS-rebound page cannot read the API either.
+    if auth::needs_admin(request.method()) && !origin_allowed(headers, &policy) {
+        return ApiError::forbidden(
+            "Origin: cross-site requests may not change state (dashboard.corsOrigins)",
+        )
+        .into_response();
+    }
+    if !policy.tokens.required() && !host_is_loopback(headers) {
+        return ApiError::forbidden("Host: without a token only loopback host names are served")
+            .into_response();
+    }
     let subprotocol;
     let presented = match auth::bearer_token(headers) {
         Some(token) => Some(token),
@@ -442,6 +471,19 @@ struct LiveQuery {
     kinds: Option<String>,
     /// Only events of this repository.
     repo: Option<String>,
+}
+
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: only a local client would send that here.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn origin_allowed(headers: &HeaderMap, policy: &AccessPolicy) -> bool {
@@ -621,6 +663,22 @@ mod tests {
             check_bind(&config, &open),
             Err(DashboardError::BadBind { .. })
         ));
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_without_a_token() {
+        for (host, ok) in [
+            ("127.0.0.1:8080", true),
+            ("localhost:8080", true),
+            ("LOCALHOST", true),
+            ("[::1]:8080", true),
+            ("evil.example.invalid:8080", false),
+            ("10.0.0.1:8080", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            assert_eq!(host_is_loopback(&headers), ok, "{host}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Services {
 
 /// Who may do what, from `[dashboard]`: tokens, CORS origins and the
 /// webhook secret. Replaced as a whole on config reload.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AccessPolicy {
     /// The bearer tokens.
     pub tokens: Tokens,
@@ -52,6 +52,19 @@ pub struct AccessPolicy {
     pub allowed_origins: Vec<String>,
     /// The GitHub webhook secret; webhooks are refused without one.
     pub webhook_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicy")
+            .field("tokens", &self.tokens)
+            .field("allowed_origins", &self.allowed_origins)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 fn first_line_of(path: &std::path::Path, key: &'static str) -> Result<String, DashboardError> {
@@ -179,6 +192,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) options: DashboardOptions,
     pub(crate) openapi: String,
+    pub(crate) bind: String,
+    pub(crate) bound_to_loopback: bool,
     pub(crate) snapshot_cache:
         tokio::sync::Mutex<Option<(tokio::time::Instant, crate::ws::Frames)>>,
 }

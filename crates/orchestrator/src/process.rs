@@ -128,6 +128,14 @@ pub async fn run_process(
 ) -> Result<ProcessOutcome, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let mut command = tokio::process::Command::new(program);
+    // The daemon's own settings (tokens and secrets may be passed as
+    // `ORCHEX_*` variables) are not the step's business: only the variables
+    // the job sets for it reach it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ORCHEX_") {
+            command.env_remove(key);
+        }
+    }
     command
         .args(args)
         .current_dir(spec.cwd)

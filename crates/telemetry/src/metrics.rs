@@ -185,6 +185,81 @@ pub fn describe_all() {
         Unit::Count,
         "Events waiting in the bus queue for the persistence writer."
     );
+    describe_counter!(
+        "orchex_jobs_queued_total",
+        Unit::Count,
+        "Jobs queued (coalesced submissions are not counted)."
+    );
+    describe_resilience();
+}
+
+/// The series `orchex-resilience` records (its crate docs list them), so
+/// that every series in the exposition has help text.
+fn describe_resilience() {
+    describe_counter!(
+        "orchex_circuit_breaker_slow_calls_total",
+        Unit::Count,
+        "Calls slower than the breaker's slow-call threshold, by breaker and outcome."
+    );
+    describe_gauge!(
+        "orchex_circuit_breaker_failure_rate",
+        "Failure rate in the breaker's window, in percent (-1 below the minimum number of calls)."
+    );
+    describe_counter!(
+        "orchex_circuit_breaker_transitions_total",
+        Unit::Count,
+        "Circuit breaker state transitions, by breaker, from and to."
+    );
+    describe_gauge!(
+        "orchex_rate_limiter_keys",
+        Unit::Count,
+        "Keys tracked by a keyed rate limiter."
+    );
+    describe_gauge!(
+        "orchex_bulkhead_in_flight",
+        Unit::Count,
+        "Calls running inside a bulkhead."
+    );
+    describe_gauge!(
+        "orchex_bulkhead_max_concurrent",
+        Unit::Count,
+        "A bulkhead's concurrency limit."
+    );
+    describe_gauge!(
+        "orchex_bulkhead_queue_depth",
+        Unit::Count,
+        "Calls waiting to enter a bulkhead."
+    );
+    describe_counter!(
+        "orchex_bulkhead_rejections_total",
+        Unit::Count,
+        "Calls a bulkhead refused, by reason (full, timeout)."
+    );
+    describe_counter!(
+        "orchex_retry_calls_total",
+        Unit::Count,
+        "Calls through a retry policy, by outcome."
+    );
+    describe_counter!(
+        "orchex_retry_budget_exhausted_total",
+        Unit::Count,
+        "Retries refused because the retry budget was spent."
+    );
+    describe_counter!(
+        "orchex_timeout_calls_total",
+        Unit::Count,
+        "Calls through a timeout, by outcome (completed, timeout)."
+    );
+    describe_gauge!(
+        "orchex_adaptive_limit_in_flight",
+        Unit::Count,
+        "Calls in flight under an adaptive concurrency limit."
+    );
+    describe_counter!(
+        "orchex_adaptive_limit_drops_total",
+        Unit::Count,
+        "Calls an adaptive concurrency limit refused."
+    );
 }
 
 /// Publishes zero for the metrics without labels, so that they appear in
