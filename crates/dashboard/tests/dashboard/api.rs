@@ -774,3 +774,35 @@ async fn tokens_follow_a_config_reload() {
     assert_eq!(status, 200);
     h.stop().await;
 }
+
+#[test]
+fn docs_api_md_documents_exactly_the_operations_of_the_openapi_document() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
+    let mut documented: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .filter(|heading| {
+            ["GET ", "POST ", "PATCH ", "DELETE ", "PUT "]
+                .iter()
+                .any(|m| heading.starts_with(m))
+        })
+        .map(|heading| heading.trim().to_owned())
+        .collect();
+    documented.sort();
+    let doc = orchex_dashboard::openapi_document();
+    let value = serde_json::to_value(&doc).unwrap();
+    let mut operations: Vec<String> = Vec::new();
+    for (path, item) in value["paths"].as_object().unwrap() {
+        for method in ["get", "post", "patch", "delete", "put"] {
+            if item.get(method).is_some() {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    operations.sort();
+    assert_eq!(
+        documented, operations,
+        "docs/api.md headings (`### METHOD /path`) must match the OpenAPI operations"
+    );
+}
