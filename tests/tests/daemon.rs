@@ -584,3 +584,46 @@ fn orchexd_creates_the_default_config_and_runs_the_demo() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(60).code(), Some(0));
 }
+
+#[test]
+fn watch_streams_live_events_over_the_websocket() {
+    use std::io::BufRead as _;
+    let (_dir, daemon) = setup();
+    let mut watch = daemon
+        .ctl()
+        .args(["watch", "--kind", "job_succeeded", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The first snapshot says the stream is up.
+    let first = received.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(first.contains("snapshot"), "{first}");
+    let queued = run_json(&daemon, &["run", "api", "--pipeline", "codegen", "--force"]);
+    let id = first_job_id(&queued);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline && seen.is_none() {
+        let Ok(line) = received.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if value["type"] == "event" {
+            assert_eq!(value["event"]["kind"], "job_succeeded", "filtered by kind");
+            seen = Some(value["event"]["jobId"].as_str().unwrap().to_owned());
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(seen.as_deref(), Some(id.as_str()));
+}
