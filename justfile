@@ -55,3 +55,10 @@ check-config:
 # Everything CI does.
 ci:
     .ci/run
+
+# Property-driven fuzzing of the config loader, the webhook parser and the
+# event query parameters, SECS seconds each (10 minutes by default).
+fuzz SECS="600":
+    ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-config --test fuzz -- --nocapture
+    ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-dashboard --lib fuzz::event_query -- --nocapture
+    ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-dashboard --lib fuzz::webhook -- --nocapture

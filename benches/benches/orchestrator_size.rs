@@ -3,16 +3,18 @@
 //! figures).
 //!
 //! Queues `ORCHEX_BENCH_SIZE_JOBS` jobs (default 100 000) through
-//! `Orchestrator::submit` — routing, coalescing lookup, capacity count and
-//! insert into a real `SqliteStore` — as `REPOS` repositories × pipelines,
-//! then starts the orchestrator and waits for the single cycle that takes
-//! them all. With `rateLimitPerHour = 1` only the first job of each
+//! `Orchestrator::submit` — routing, coalescing lookup, and the insert that
+//! checks the capacity (`insert_job_bounded`) into a real `SqliteStore` — as
+//! `REPOS` repositories × pipelines, then starts the orchestrator and waits
+//! for the single cycle that takes them all. With `rateLimitPerHour = 1` only the first job of each
 //! repository runs (checkout of a tiny repository and `true`); every other
 //! job is claimed, refused by the rate limiter and recorded as `skipped`
 //! without a checkout. Prints the resident memory (VmRSS) and its peak
 //! (VmHWM) before queueing, after queueing and over the cycle, and the
-//! queueing and cycle times. Events go to a sink that counts and drops
-//! them (the daemon's telemetry bus and its persistence are not included).
+//! queueing and cycle times, and with the queue full the mean time of
+//! `queue_depth()` (the store's counter) next to a `COUNT` of the queued jobs
+//! (`count_jobs`). Events go to a sink that counts and drops them (the
+//! daemon's telemetry bus and its persistence are not included).
 //!
 //! Run: `cargo bench -p orchex-benches --bench orchestrator_size`
 //! (`ORCHEX_BENCH_SIZE_JOBS=10000` for a quicker run).
@@ -29,14 +31,18 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use orchex_core::config::Config;
-use orchex_core::{Delivery, EventKind, Pipeline, RepoId, Repository, Step, Trigger, TriggerKind};
+use orchex_core::{
+    Delivery, EventKind, JobState, Pipeline, RepoId, Repository, Step, Trigger, TriggerKind,
+};
 use orchex_orchestrator::{Events, Orchestrator, OrchestratorDeps};
-use orchex_store::{SqliteStore, StoreOptions};
+use orchex_store::{JobFilter, JobStore, SqliteStore, StoreOptions};
 use tokio::sync::watch;
 
 const REPOS: usize = 100;
 /// Concurrent `submit` calls while queueing.
 const SUBMITTERS: usize = 8;
+/// Calls averaged for each queue-depth figure.
+const DEPTH_CALLS: u32 = 100;
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
@@ -182,6 +188,20 @@ fn main() {
         let depth = store_depth(&orchestrator).await;
         let rss_queued = status_kib("VmRSS:");
         let hwm_queueing = status_kib("VmHWM:");
+        let started = Instant::now();
+        for _ in 0..DEPTH_CALLS {
+            assert_eq!(store.queue_depth().await.unwrap(), depth);
+        }
+        let depth_call = started.elapsed() / DEPTH_CALLS;
+        let started = Instant::now();
+        for _ in 0..DEPTH_CALLS {
+            let counted = store
+                .count_jobs(JobFilter::new().state(JobState::Queued))
+                .await
+                .unwrap();
+            assert_eq!(counted, depth);
+        }
+        let count_call = started.elapsed() / DEPTH_CALLS;
 
         // One cycle over the whole queue.
         reset_peak_rss();
@@ -201,6 +221,9 @@ fn main() {
         println!(
             "  queueing: {queue_time:?} ({:.0} submits/s, {SUBMITTERS} concurrent), queue depth {depth}",
             jobs as f64 / queue_time.as_secs_f64()
+        );
+        println!(
+            "  with {depth} queued: queue_depth() {depth_call:?}, COUNT of the queue {count_call:?} (mean of {DEPTH_CALLS})"
         );
         println!(
             "  cycle: {cycle_time:?} ({:.0} jobs/s); succeeded {}, skipped {}, other {}; cycles {}",

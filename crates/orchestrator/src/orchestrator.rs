@@ -597,20 +597,15 @@ impl Orchestrator {
                 ..trigger.clone()
             },
         );
-        let depth = store.queue_depth().await.map_err(|e| internal(&e))?;
-        store
-            .insert_job(job.clone())
+        // The store checks the capacity and inserts in one write: O(1) (a
+        // counter), and concurrent submits cannot overshoot it. Beyond it the
+        // job is stored `skipped` with `queueFull`.
+        let capacity = u64::try_from(config.orchestrator.queue_capacity).unwrap_or(u64::MAX);
+        let job = store
+            .insert_job_bounded(job, capacity)
             .await
             .map_err(|e| internal(&e))?;
-        if depth >= config.orchestrator.queue_capacity as u64 {
-            let job = store
-                .transition(
-                    job.id,
-                    JobState::Skipped,
-                    JobPatch::new().skip_reason(SkipReason::QueueFull),
-                )
-                .await
-                .map_err(|e| internal(&e))?;
+        if job.state() == JobState::Skipped {
             self.finish_bookkeeping(&job, "the queue is full (queueCapacity)".to_owned(), false);
             return Ok(job);
         }

@@ -250,7 +250,16 @@ async fn one_failure_leaves_the_cycle_complete_with_the_right_counts() {
             .count(),
         4
     );
-    let stats = h.orchestrator.stats();
+    // The cycle records its statistics after its last job's final write,
+    // which `wait_final` may see first.
+    let mut stats = h.orchestrator.stats();
+    for _ in 0..500 {
+        if stats.total_cycles >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stats = h.orchestrator.stats();
+    }
     assert!(stats.total_cycles >= 1);
     assert_eq!(stats.jobs_by_outcome.get("succeeded"), Some(&4));
     assert_eq!(stats.jobs_by_outcome.get("failed"), Some(&1));
@@ -857,6 +866,43 @@ async fn the_queue_coalesces_and_applies_backpressure() {
     let third = h.run("c").await.remove(0);
     assert_eq!(third.state(), JobState::Skipped);
     assert_eq!(third.skip_reason, Some(SkipReason::QueueFull));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_never_queue_beyond_the_capacity() {
+    let h = Harness::new(|config, _| {
+        config.orchestrator.queue_capacity = 5;
+        for i in 0..30 {
+            config.pipelines.push(pipeline(&format!("p{i}"), "true"));
+        }
+    })
+    .await;
+    // Not started: jobs stay queued. 30 distinct pipelines submitted at once.
+    let harness = &h;
+    let runs = futures::future::join_all(
+        (0..30).map(|i| async move { harness.run(&format!("p{i}")).await }),
+    )
+    .await;
+    let jobs: Vec<Job> = runs.into_iter().flatten().collect();
+    assert_eq!(jobs.len(), 30);
+    let queued = jobs
+        .iter()
+        .filter(|job| job.state() == JobState::Queued)
+        .count();
+    assert_eq!(queued, 5);
+    assert!(
+        jobs.iter()
+            .filter(|job| job.state() != JobState::Queued)
+            .all(|job| job.state() == JobState::Skipped
+                && job.skip_reason == Some(SkipReason::QueueFull))
+    );
+    assert_eq!(h.store.queue_depth().await.unwrap(), 5);
+    let skipped_events = h
+        .kinds()
+        .into_iter()
+        .filter(|kind| *kind == EventKind::JobSkipped)
+        .count();
+    assert_eq!(skipped_events, 25);
 }
 
 // === crash recovery ===

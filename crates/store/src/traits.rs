@@ -50,6 +50,14 @@ pub trait JobStore: Send + Sync {
     /// `due_at`.
     fn insert_job_due(&self, job: Job, due_at: Timestamp) -> StoreFuture<'_, ()>;
 
+    /// Stores a new job, due at once, unless `capacity` jobs are already
+    /// queued: then the job is stored `skipped` with
+    /// [`SkipReason::QueueFull`](orchex_core::SkipReason::QueueFull) instead.
+    /// The check and the insert are one atomic write, so concurrent calls
+    /// never queue more than `capacity` jobs. Returns the job as stored
+    /// (`queued` or `skipped`).
+    fn insert_job_bounded(&self, job: Job, capacity: u64) -> StoreFuture<'_, Job>;
+
     /// The job with all its results, output tails included.
     fn get_job(&self, id: JobId) -> StoreFuture<'_, Option<Job>>;
 
@@ -60,7 +68,10 @@ pub trait JobStore: Send + Sync {
     /// How many jobs match `filter`.
     fn count_jobs(&self, filter: JobFilter) -> StoreFuture<'_, u64>;
 
-    /// How many jobs are queued (the queue depth).
+    /// How many jobs are queued (the queue depth). [`SqliteStore`] reads a
+    /// counter (O(1)); the default counts.
+    ///
+    /// [`SqliteStore`]: crate::SqliteStore
     fn queue_depth(&self) -> StoreFuture<'_, u64> {
         self.count_jobs(JobFilter::new().state(JobState::Queued))
     }

@@ -6,7 +6,7 @@
 //! the output tail in its own column so that lists can leave it out.
 //! Functions named `*_tx` run inside the writer's transaction.
 
-use orchex_core::{Job, JobId, JobState, RepoId, StepResult, Timestamp};
+use orchex_core::{Job, JobId, JobState, RepoId, SkipReason, StepResult, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
@@ -232,6 +232,58 @@ pub(crate) fn record_step_tx(
     put_step(conn, id, index, step, tail_limit)
 }
 
+/// The next job to claim: due, highest priority first, then oldest. A seek
+/// into `jobs_claim` (schema version 2) that stops at the first due entry;
+/// a Postgres backend adds `FOR UPDATE SKIP LOCKED` to the same query.
+pub(crate) const CLAIM_SQL: &str = "SELECT id FROM jobs WHERE state = 'queued' AND due_at <= ?1 \
+     ORDER BY priority DESC, created_at, seq LIMIT 1";
+
+/// The oldest queued job of a repository and pipeline: a seek into
+/// `jobs_queued_by_repo` (schema version 2).
+pub(crate) const FIND_QUEUED_SQL: &str = "SELECT id FROM jobs \
+     WHERE repo = ?1 AND pipeline = ?2 AND state = 'queued' ORDER BY created_at, seq LIMIT 1";
+
+/// The number of queued jobs, kept by triggers (schema version 2).
+const QUEUED_COUNT_SQL: &str = "SELECT value FROM counters WHERE name = 'queued_jobs'";
+
+/// How many jobs are queued: one row of `counters`, O(1) whatever the queue
+/// length. Readers and the writer use it alike.
+pub(crate) fn queued_count(conn: &Connection) -> Result<u64> {
+    let count: Option<i64> = conn
+        .prepare_cached(QUEUED_COUNT_SQL)
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+        .map_err(sql("read the queue depth"))?;
+    Ok(count
+        .and_then(|count| u64::try_from(count).ok())
+        .unwrap_or(0))
+}
+
+/// Inserts `job`, due at once, unless `capacity` jobs are already queued:
+/// then it is inserted `skipped` with [`SkipReason::QueueFull`]. The count
+/// and the insert are in the same write transaction, so concurrent inserts
+/// never queue more than `capacity` jobs. Returns the job as stored.
+pub(crate) fn insert_bounded_tx(
+    conn: &Connection,
+    mut job: Job,
+    capacity: u64,
+    tail_limit: usize,
+    now: Timestamp,
+) -> Result<Job> {
+    if job.state() == JobState::Queued && queued_count(conn)? >= capacity {
+        job.transition_at(JobState::Skipped, now)
+            .map_err(|source| StoreError::IllegalTransition {
+                job: job.id,
+                source,
+            })?;
+        JobPatch::new()
+            .skip_reason(SkipReason::QueueFull)
+            .apply(&mut job);
+    }
+    let due_at = job.created_at;
+    insert_tx(conn, job.clone(), due_at, tail_limit)?;
+    Ok(job)
+}
+
 pub(crate) fn claim_tx(
     conn: &Connection,
     worker: &str,
@@ -240,10 +292,7 @@ pub(crate) fn claim_tx(
 ) -> Result<Option<Job>> {
     let now_sql = ts_to_sql(now)?;
     let next: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE state = 'queued' AND due_at <= ?1 \
-             ORDER BY priority DESC, created_at, seq LIMIT 1",
-        )
+        .prepare_cached(CLAIM_SQL)
         .and_then(|mut stmt| stmt.query_row([now_sql], |row| row.get(0)).optional())
         .map_err(sql("pick the next job"))?;
     let Some(id) = next else {
@@ -499,10 +548,7 @@ pub(crate) fn find_queued(
     pipeline: &str,
 ) -> Result<Option<JobId>> {
     let id: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE repo = ?1 AND pipeline = ?2 AND state = 'queued' \
-             ORDER BY created_at, seq LIMIT 1",
-        )
+        .prepare_cached(FIND_QUEUED_SQL)
         .and_then(|mut stmt| {
             stmt.query_row(params![repo.as_str(), pipeline], |row| row.get(0))
                 .optional()
@@ -514,6 +560,117 @@ pub(crate) fn find_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store schema with `queued` queued jobs (of every priority, some due
+    /// later) and `finished` succeeded ones, spread over 20 repositories and
+    /// 5 pipelines.
+    fn database(dir: &std::path::Path, queued: i64, finished: i64) -> Connection {
+        let path = dir.join("plan.sqlite3");
+        let mut conn = Connection::open(&path).unwrap();
+        crate::sqlite::schema::migrate(&mut conn, &path).unwrap();
+        insert_rows(&conn, 0, queued, "queued");
+        insert_rows(&conn, queued, finished, "succeeded");
+        conn
+    }
+
+    fn insert_rows(conn: &Connection, from: i64, count: i64, state: &str) {
+        if count == 0 {
+            return;
+        }
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 + ?2 - 1) \
+             INSERT INTO jobs (id, repo, pipeline, state, priority, created_at, due_at, doc) \
+             SELECT randomblob(16), 'r' || (i % 20), 'p' || (i % 5), ?3, 10 * (1 + i % 6), i, \
+             CASE WHEN i % 7 = 0 THEN i + 1000000 ELSE i END, '{}' FROM n",
+            params![from, count, state],
+        )
+        .unwrap();
+    }
+
+    /// The `detail` column of `EXPLAIN QUERY PLAN` for `query`.
+    fn plan(conn: &Connection, query: &str, values: impl rusqlite::Params) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap();
+        stmt.query_map(values, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn assert_seek(conn: &Connection, query: &str, values: impl rusqlite::Params, index: &str) {
+        let plan = plan(conn, query, values);
+        assert!(
+            plan.iter().any(|line| line.starts_with("SEARCH jobs USING")
+                && line.contains(&format!("INDEX {index} (state=?"))),
+            "{query}: expected a seek into {index}, got {plan:?}"
+        );
+        assert!(
+            plan.iter().all(|line| !line.contains("TEMP B-TREE")),
+            "{query}: no sort expected, got {plan:?}"
+        );
+    }
+
+    fn assert_claim_and_lookup_are_seeks(conn: &Connection) {
+        assert_seek(conn, CLAIM_SQL, [i64::MAX], "jobs_claim");
+        assert_seek(conn, FIND_QUEUED_SQL, ["r1", "p1"], "jobs_queued_by_repo");
+    }
+
+    #[test]
+    fn the_claim_and_the_coalescing_lookup_are_index_seeks() {
+        // Without statistics (a new database), with statistics gathered on a
+        // long queue, and with statistics gathered while the queue was empty
+        // (`PRAGMA optimize` at close may run `ANALYZE` at any time).
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path(), 5000, 5000);
+        assert_claim_and_lookup_are_seeks(&conn);
+        conn.execute_batch("ANALYZE").unwrap();
+        assert_claim_and_lookup_are_seeks(&conn);
+
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path(), 0, 20_000);
+        conn.execute_batch("ANALYZE").unwrap();
+        insert_rows(&conn, 20_000, 5000, "queued");
+        assert_claim_and_lookup_are_seeks(&conn);
+    }
+
+    #[test]
+    fn the_queue_counter_follows_inserts_state_changes_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path(), 300, 200);
+        let count = |conn: &Connection| -> u64 {
+            let counted: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM jobs WHERE state = 'queued'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(queued_count(conn).unwrap(), u64::try_from(counted).unwrap());
+            u64::try_from(counted).unwrap()
+        };
+        assert_eq!(count(&conn), 300);
+        conn.execute("UPDATE jobs SET state = 'running' WHERE seq <= 10", [])
+            .unwrap();
+        assert_eq!(count(&conn), 290);
+        // Rewriting the same state (what `store_doc` does) changes nothing.
+        conn.execute("UPDATE jobs SET state = state, doc = doc", [])
+            .unwrap();
+        assert_eq!(count(&conn), 290);
+        conn.execute("UPDATE jobs SET state = 'queued' WHERE seq <= 5", [])
+            .unwrap();
+        assert_eq!(count(&conn), 295);
+        conn.execute("DELETE FROM jobs WHERE seq > 290", [])
+            .unwrap();
+        assert_eq!(count(&conn), 285);
+        // A rolled-back savepoint takes its count changes with it.
+        conn.execute_batch(
+            "BEGIN; SAVEPOINT op; DELETE FROM jobs WHERE state = 'queued'; \
+             ROLLBACK TO op; RELEASE op; COMMIT;",
+        )
+        .unwrap();
+        assert_eq!(count(&conn), 285);
+    }
 
     #[test]
     fn tails_keep_the_last_bytes_on_a_char_boundary() {

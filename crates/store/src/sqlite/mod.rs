@@ -433,6 +433,12 @@ impl JobStore for SqliteStore {
         Box::pin(self.write(move |conn| jobs::insert_tx(conn, job, due_at, limit)))
     }
 
+    fn insert_job_bounded(&self, job: Job, capacity: u64) -> StoreFuture<'_, Job> {
+        let limit = self.inner.options.output_tail_limit;
+        let now = Timestamp::now();
+        Box::pin(self.write(move |conn| jobs::insert_bounded_tx(conn, job, capacity, limit, now)))
+    }
+
     fn get_job(&self, id: JobId) -> StoreFuture<'_, Option<Job>> {
         Box::pin(self.read(move |conn| jobs::get(conn, id)))
     }
@@ -443,6 +449,10 @@ impl JobStore for SqliteStore {
 
     fn count_jobs(&self, filter: JobFilter) -> StoreFuture<'_, u64> {
         Box::pin(self.read(move |conn| jobs::count(conn, &filter)))
+    }
+
+    fn queue_depth(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.read(jobs::queued_count))
     }
 
     fn find_queued(&self, repo: &RepoId, pipeline: &str) -> StoreFuture<'_, Option<JobId>> {

@@ -11,10 +11,11 @@ use rusqlite::Connection;
 use crate::error::{Result, StoreError};
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
-/// Migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+/// Migration `i` moves the schema from version `i` to `i + 1`. A released
+/// migration is never edited: a change is a new migration.
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 const V1: &str = r"
 CREATE TABLE meta (
@@ -85,6 +86,53 @@ CREATE INDEX events_by_kind     ON events (kind, ts);
 CREATE INDEX events_by_repo     ON events (repo, ts, severity) WHERE repo IS NOT NULL;
 CREATE INDEX events_by_job      ON events (job_id)             WHERE job_id IS NOT NULL;
 CREATE INDEX events_by_severity ON events (severity, ts)       WHERE severity >= 1;
+";
+
+/// Version 2: the claim and the coalescing lookup become index seeks, and
+/// the queue depth a counter.
+///
+/// - `jobs_claim` replaces `jobs_queue`. With `state` as its first column the
+///   claim (`state = 'queued' ... ORDER BY priority DESC, created_at, seq
+///   LIMIT 1`) has an equality on the index prefix, so SQLite's planner
+///   prefers it over `jobs_by_state` + a sort of every queued row (which it
+///   chose over `jobs_queue` without statistics). `due_at` is in the index so
+///   that jobs not yet due are skipped without reading their rows.
+/// - `jobs_queued_by_repo` serves `find_queued` (`repo`, `pipeline`,
+///   `state = 'queued'`, oldest first) without reading or sorting the
+///   finished history of that repository and pipeline.
+/// - `counters.queued_jobs` is the number of queued jobs, kept by triggers in
+///   the same transaction as every insert, state change and delete of a job
+///   (so a rolled-back savepoint rolls it back too).
+const V2: &str = r"
+DROP INDEX jobs_queue;
+CREATE INDEX jobs_claim ON jobs (state, priority DESC, created_at, seq, due_at)
+    WHERE state = 'queued';
+CREATE INDEX jobs_queued_by_repo ON jobs (state, repo, pipeline, created_at, seq)
+    WHERE state = 'queued';
+
+CREATE TABLE counters (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value)
+    SELECT 'queued_jobs', count(*) FROM jobs WHERE state = 'queued';
+
+CREATE TRIGGER jobs_queued_on_insert AFTER INSERT ON jobs
+WHEN new.state = 'queued'
+BEGIN
+    UPDATE counters SET value = value + 1 WHERE name = 'queued_jobs';
+END;
+CREATE TRIGGER jobs_queued_on_delete AFTER DELETE ON jobs
+WHEN old.state = 'queued'
+BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'queued_jobs';
+END;
+CREATE TRIGGER jobs_queued_on_update AFTER UPDATE OF state ON jobs
+WHEN (old.state = 'queued') <> (new.state = 'queued')
+BEGIN
+    UPDATE counters SET value = value + (new.state = 'queued') - (old.state = 'queued')
+    WHERE name = 'queued_jobs';
+END;
 ";
 
 fn pragma(conn: &Connection, sql: &str, context: &'static str) -> Result<()> {
@@ -196,9 +244,60 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn, &path).unwrap_err();
         assert!(
-            matches!(err, StoreError::NewerSchema { found: 2, .. }),
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
             "{err}"
         );
-        assert!(err.to_string().contains("newer than version 1"));
+        assert!(
+            err.to_string()
+                .contains(&format!("newer than version {SCHEMA_VERSION}"))
+        );
+    }
+
+    #[test]
+    fn version_2_counts_the_queue_of_a_version_1_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30) \
+             INSERT INTO jobs (id, repo, pipeline, state, priority, created_at, due_at, doc) \
+             SELECT randomblob(16), 'r', 'p', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'queued' END, \
+             40, i, i, '{}' FROM n;",
+        )
+        .unwrap();
+
+        let (created, from) = migrate(&mut conn, &path).unwrap();
+        assert!(!created);
+        assert_eq!(from, Some(1));
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let queued: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'queued_jobs'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(queued, 20);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            indexes.iter().any(|name| name == "jobs_claim"),
+            "{indexes:?}"
+        );
+        assert!(
+            !indexes.iter().any(|name| name == "jobs_queue"),
+            "{indexes:?}"
+        );
+        integrity_check(&conn, &path).unwrap();
     }
 }

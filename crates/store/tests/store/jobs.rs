@@ -266,6 +266,107 @@ async fn concurrent_claims_never_hand_out_a_job_twice() {
 }
 
 #[tokio::test]
+async fn a_bounded_insert_never_queues_beyond_the_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // 40 concurrent inserts against a capacity of 10: the writer batches
+    // them into a few transactions, and each checks the count it sees.
+    let jobs: Vec<_> = (0..40)
+        .map(|i| job("api", &format!("p{i}"), TriggerKind::Commit, 0))
+        .collect();
+    let stored = futures::future::join_all(
+        jobs.iter()
+            .map(|job| store.insert_job_bounded(job.clone(), 10)),
+    )
+    .await;
+    let mut queued = 0;
+    for (stored, job) in stored.into_iter().zip(&jobs) {
+        let stored = stored.unwrap();
+        assert_eq!(stored.id, job.id);
+        assert_eq!(store.get_job(job.id).await.unwrap(), Some(stored.clone()));
+        match stored.state() {
+            JobState::Queued => queued += 1,
+            JobState::Skipped => {
+                assert_eq!(stored.skip_reason, Some(SkipReason::QueueFull));
+                assert!(stored.finished_at.is_some());
+            }
+            other => panic!("unexpected state {other:?}"),
+        }
+    }
+    assert_eq!(queued, 10);
+    assert_eq!(store.queue_depth().await.unwrap(), 10);
+
+    // Claiming one frees a place.
+    store
+        .claim_next("w", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let next = job("api", "later", TriggerKind::Commit, 0);
+    let stored = store.insert_job_bounded(next, 10).await.unwrap();
+    assert_eq!(stored.state(), JobState::Queued);
+    let full = job("api", "full", TriggerKind::Commit, 0);
+    let stored = store.insert_job_bounded(full, 10).await.unwrap();
+    assert_eq!(stored.state(), JobState::Skipped);
+}
+
+#[tokio::test]
+async fn the_queue_depth_follows_every_way_a_job_enters_or_leaves_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let depth_is = |expected: u64| {
+        let store = store.clone();
+        async move {
+            let counted = store
+                .count_jobs(JobFilter::new().state(JobState::Queued))
+                .await
+                .unwrap();
+            assert_eq!(counted, expected);
+            assert_eq!(store.queue_depth().await.unwrap(), expected);
+        }
+    };
+    depth_is(0).await;
+    let jobs: Vec<_> = (0..5)
+        .map(|i| job("api", "p", TriggerKind::Commit, 100 - i))
+        .collect();
+    for job in &jobs {
+        store.insert_job(job.clone()).await.unwrap();
+    }
+    depth_is(5).await;
+    let claimed = store
+        .claim_next("w", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    depth_is(4).await;
+    // A refused transition changes nothing.
+    assert!(
+        store
+            .transition(claimed.id, JobState::Queued, JobPatch::new())
+            .await
+            .is_err()
+    );
+    store
+        .update_job(jobs[1].id, JobPatch::new().changed(true))
+        .await
+        .unwrap();
+    depth_is(4).await;
+    store
+        .transition(jobs[1].id, JobState::Cancelled, JobPatch::new())
+        .await
+        .unwrap();
+    depth_is(3).await;
+    // Recovery re-queues the running job.
+    store.recover().await.unwrap();
+    depth_is(4).await;
+    // The count survives a reopen.
+    store.close().await.unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.queue_depth().await.unwrap(), 4);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn recovery_requeues_once_then_fails_and_returns_process_groups() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;

@@ -71,7 +71,7 @@ async fn a_database_from_a_newer_orchex_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 7,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
