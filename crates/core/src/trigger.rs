@@ -123,6 +123,11 @@ pub struct Trigger {
     /// Restrict the trigger to one pipeline (manual runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// Pipelines still to run after this job, in order (the `sequential`
+    /// strategy). Stored with the job, so the sequence survives a daemon
+    /// restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<String>,
     /// When the trigger was produced.
     pub at: Timestamp,
 }
@@ -139,6 +144,7 @@ impl Trigger {
             force: false,
             dry_run: false,
             pipeline: None,
+            then: Vec::new(),
             at: Timestamp::now(),
         }
     }

@@ -33,6 +33,7 @@ use orchex_resilience::{
     SharedClock, SlidingWindow, SystemClock,
 };
 use orchex_store::{JobFilter, JobPatch, PageRequest, Store};
+use orchex_telemetry::metrics::names;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +138,7 @@ struct Inner {
     running: Mutex<HashMap<JobId, Running>>,
     running_changed: Notify,
     cancelled_while_queued: Mutex<HashSet<JobId>>,
+    /// Sequences of triggers coalesced into an already queued job.
     follow_ups: Mutex<HashMap<JobId, VecDeque<Trigger>>>,
     wake: Notify,
     stats: Mutex<StatsRecorder>,
@@ -315,6 +317,13 @@ impl Orchestrator {
                 && crate::process::kill_process_group(pgid).is_ok()
             {
                 summary.killed_groups += 1;
+                // Killed, so forgotten: a record kept would make every later
+                // recovery SIGKILL whatever group has that id by then (ids
+                // are recycled). A crash between the kill and this leaves
+                // the record, and the next recovery kills it again.
+                if let Err(err) = store.clear_step_pgid(group.job, group.pgid).await {
+                    tracing::warn!(job = %group.job, pgid = group.pgid, %err, "cannot forget a killed process group");
+                }
             }
         }
         let storage = self.inner.deps.storage.clone();
@@ -420,7 +429,7 @@ impl Orchestrator {
             EventKind::OrchestratorStarted,
             "orchestrator started",
         ));
-        metrics::gauge!("orchex_concurrency_limit").set(f64::from(self.concurrency_limit()));
+        metrics::gauge!(names::CONCURRENCY_LIMIT).set(f64::from(self.concurrency_limit()));
         Ok(())
     }
 
@@ -550,15 +559,24 @@ impl Orchestrator {
         let mut rest = pipelines.into_iter();
         if sequential {
             if let Some(first) = rest.next() {
-                let job = self.enqueue(&trigger, &first, &config).await?;
-                let remaining: VecDeque<Trigger> = rest
-                    .map(|pipeline| Trigger {
-                        pipeline: Some(pipeline),
-                        ..trigger.clone()
-                    })
-                    .collect();
-                if !remaining.is_empty() && job.state() == JobState::Queued {
-                    lock(&self.inner.follow_ups).insert(job.id, remaining);
+                // The rest of the sequence travels in the stored trigger,
+                // so it survives a restart (see `queue_follow_up`).
+                let sequenced = Trigger {
+                    then: rest.by_ref().collect(),
+                    ..trigger.clone()
+                };
+                let job = self.enqueue(&sequenced, &first, &config).await?;
+                if job.trigger.then != sequenced.then
+                    && !sequenced.then.is_empty()
+                    && job.state() == JobState::Queued
+                {
+                    // Coalesced into a job queued earlier, whose stored
+                    // trigger has another sequence: remember this one
+                    // beside it (in memory only).
+                    lock(&self.inner.follow_ups)
+                        .entry(job.id)
+                        .or_default()
+                        .push_back(sequenced);
                 }
                 jobs.push(job);
             }
@@ -587,7 +605,21 @@ impl Orchestrator {
             .map_err(|e| internal(&e))?
             && let Some(job) = store.get_job(existing).await.map_err(|e| internal(&e))?
         {
-            return Ok(job);
+            // Coalesced: the queued job also covers this trigger's paths,
+            // so its steps see every changed path in ORCHEX_CHANGED_PATHS.
+            let new_paths: Vec<String> = trigger
+                .paths
+                .iter()
+                .filter(|p| !job.trigger.paths.contains(p))
+                .cloned()
+                .collect();
+            if new_paths.is_empty() {
+                return Ok(job);
+            }
+            return store
+                .update_job(job.id, JobPatch::new().merge_trigger_paths(new_paths))
+                .await
+                .map_err(|e| internal(&e));
         }
         let job = Job::new(
             trigger.repo.clone(),
@@ -617,7 +649,7 @@ impl Orchestrator {
             )
             .with_data(serde_json::json!({"trigger": job.trigger.kind, "priority": job.priority})),
         );
-        metrics::counter!("orchex_jobs_queued_total").increment(1);
+        metrics::counter!(names::JOBS_QUEUED_TOTAL).increment(1);
         Ok(job)
     }
 
@@ -663,7 +695,7 @@ impl Orchestrator {
     async fn initialise_cycle(&self) -> Option<(usize, usize)> {
         let depth = self.inner.deps.store.queue_depth().await.ok()?;
         #[allow(clippy::cast_precision_loss)] // a queue never nears 2^52 jobs
-        metrics::gauge!("orchex_queue_depth").set(depth as f64);
+        metrics::gauge!(names::QUEUE_DEPTH).set(depth as f64);
         if depth == 0 || !self.dispatching() {
             return None;
         }
@@ -742,8 +774,8 @@ impl Orchestrator {
             parallelism,
         };
         lock(&self.inner.stats).cycle_completed(cycle.clone());
-        metrics::counter!("orchex_cycles_total").increment(1);
-        metrics::histogram!("orchex_cycle_duration_seconds").record(duration.as_secs_f64());
+        metrics::counter!(names::CYCLES_TOTAL).increment(1);
+        metrics::histogram!(names::CYCLE_DURATION_SECONDS).record(duration.as_secs_f64());
         self.publish(
             Event::new(
                 EventKind::CycleCompleted,
@@ -814,7 +846,7 @@ impl Orchestrator {
         );
         let now_running = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         peak.fetch_max(now_running, Ordering::Relaxed);
-        metrics::gauge!("orchex_jobs_running").increment(1.0);
+        metrics::gauge!(names::JOBS_RUNNING).increment(1.0);
         self.publish(Self::job_event(
             &job,
             EventKind::JobStarted,
@@ -838,7 +870,7 @@ impl Orchestrator {
         };
 
         in_flight.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("orchex_jobs_running").decrement(1.0);
+        metrics::gauge!(names::JOBS_RUNNING).decrement(1.0);
         let final_job = match self.inner.deps.store.transition(job.id, state, patch).await {
             Ok(job) => job,
             Err(err) => {
@@ -852,7 +884,7 @@ impl Orchestrator {
         };
         lock(&self.inner.running).remove(&job.id);
         self.inner.running_changed.notify_waiters();
-        metrics::histogram!("orchex_job_duration_seconds", "pipeline" => job.pipeline.clone())
+        metrics::histogram!(names::JOB_DURATION_SECONDS, "pipeline" => job.pipeline.clone())
             .record(started.elapsed().as_secs_f64());
         let message = outcome_message(&final_job);
         let delivered = final_job
@@ -868,7 +900,7 @@ impl Orchestrator {
         let state = job.state();
         lock(&self.inner.stats).job_finished(state, delivered);
         metrics::counter!(
-            "orchex_jobs_total",
+            names::JOBS_TOTAL,
             "repo" => job.repo.to_string(),
             "pipeline" => job.pipeline.clone(),
             "outcome" => state.as_str()
@@ -892,30 +924,31 @@ impl Orchestrator {
         self.publish(Self::job_event(job, kind, message).with_data(data));
     }
 
+    /// Queues the next pipeline of a `sequential` route once `job` ended:
+    /// the head of the job's stored `trigger.then`, carrying the rest.
     async fn queue_follow_up(&self, job: &Job) {
-        let next = {
-            let mut follow_ups = lock(&self.inner.follow_ups);
-            let Some(mut remaining) = follow_ups.remove(&job.id) else {
-                return;
-            };
-            let next = remaining.pop_front();
-            (next, remaining)
-        };
-        let (Some(trigger), remaining) = next else {
-            return;
-        };
+        let mut sequences = Vec::new();
+        if !job.trigger.then.is_empty() {
+            sequences.push(job.trigger.clone());
+        }
+        if let Some(extra) = lock(&self.inner.follow_ups).remove(&job.id) {
+            sequences.extend(extra);
+        }
         let config = self.config();
-        let Some(pipeline) = trigger.pipeline.clone() else {
-            return;
-        };
-        match self.enqueue(&trigger, &pipeline, &config).await {
-            Ok(next_job) => {
-                if !remaining.is_empty() && next_job.state() == JobState::Queued {
-                    lock(&self.inner.follow_ups).insert(next_job.id, remaining);
-                }
-                self.inner.wake.notify_one();
+        for sequence in sequences {
+            let mut rest = sequence.then.clone().into_iter();
+            let Some(pipeline) = rest.next() else {
+                continue;
+            };
+            let next = Trigger {
+                pipeline: Some(pipeline.clone()),
+                then: rest.collect(),
+                ..sequence
+            };
+            match self.enqueue(&next, &pipeline, &config).await {
+                Ok(_) => self.inner.wake.notify_one(),
+                Err(err) => tracing::error!(%err, "cannot queue the next sequential pipeline"),
             }
-            Err(err) => tracing::error!(%err, "cannot queue the next sequential pipeline"),
         }
     }
 
@@ -1582,7 +1615,7 @@ impl Orchestrator {
                 },
                 change = limit_changes.recv() => match change {
                     Ok(change) => {
-                        metrics::gauge!("orchex_concurrency_limit").set(f64::from(change.to));
+                        metrics::gauge!(names::CONCURRENCY_LIMIT).set(f64::from(change.to));
                         self.publish(
                             Event::new(EventKind::ConcurrencyChanged, format!("concurrency limit {} -> {}", change.from, change.to))
                                 .with_data(serde_json::json!({"from": change.from, "to": change.to})),

@@ -1044,6 +1044,32 @@ async fn crash_recovery_kills_survivors_requeues_the_job_and_leaves_the_repo_cle
     );
 }
 
+/// Found by the crash loop (`orchex-reliability crash-loop`): recovery
+/// killed the recorded process groups but kept their records, so every
+/// later recovery sent SIGKILL to those ids again, whoever had them by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_forgets_the_process_groups_it_killed() {
+    use std::os::unix::process::CommandExt as _;
+    let h = Harness::new(|config, _| config.pipelines.push(pipeline("noop", "true"))).await;
+    let job = h.run("noop").await.remove(0);
+    let mut survivor = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = i32::try_from(survivor.id()).unwrap();
+    h.store.set_step_pgid(job.id, pgid).await.unwrap();
+
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.killed_groups, 1);
+    let status = survivor.wait().unwrap();
+    assert!(!status.success(), "the recorded group was not killed");
+    // A second recovery has nothing left to kill.
+    let again = h.store.recover().await.unwrap();
+    assert!(again.pgids.is_empty(), "{:?}", again.pgids);
+    assert_eq!(h.orchestrator.recover().await.unwrap().killed_groups, 0);
+}
+
 // === step kinds and strategies ===
 
 struct WriteFile;
@@ -1161,4 +1187,101 @@ async fn uses_and_webhook_steps_run_and_sequential_pipelines_run_in_order() {
     assert!(request.starts_with("POST /hook"), "{request}");
     assert!(request.contains("\"pipeline\":\"second\""), "{request}");
     orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_route_survives_a_restart_before_its_first_job_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let mut config = Config::default();
+    config.optimizer.schedule.enabled = false;
+    config.optimizer.safety.rate_limit_per_hour = 1000;
+    config.repositories.push(Repository {
+        name: RepoId::new("api").unwrap(),
+        path: repo_fixture(&root, "api"),
+        enabled: true,
+        branch: Some("main".into()),
+    });
+    let mut first = pipeline("first", "echo one > one.txt");
+    first.strategy = orchex_core::Strategy::Sequential;
+    first.deliver = Delivery::None;
+    let mut second = pipeline("second", "echo two > two.txt");
+    second.deliver = Delivery::None;
+    config.pipelines = vec![first, second];
+    let open = || async {
+        Arc::new(
+            SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+                .await
+                .unwrap(),
+        )
+    };
+    let store = open().await;
+    let before = Orchestrator::new(
+        &config,
+        OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data")),
+    )
+    .unwrap();
+    // Queued while stopped: nothing runs, then this orchestrator goes away.
+    let jobs = before
+        .trigger(ManualRun {
+            repo: "api".into(),
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].trigger.then, ["second"]);
+    drop(before);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = open().await;
+    let after = Orchestrator::new(
+        &config,
+        OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data")),
+    )
+    .unwrap();
+    after.recover().await.unwrap();
+    after.start(futures::stream::pending()).unwrap();
+    let mut second_done = false;
+    for _ in 0..3000 {
+        let all = store
+            .list_jobs(
+                orchex_store::JobFilter::new(),
+                orchex_store::PageRequest::first(),
+            )
+            .await
+            .unwrap();
+        if all
+            .items
+            .iter()
+            .any(|j| j.pipeline == "second" && j.state() == JobState::Succeeded)
+        {
+            second_done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(second_done, "the second pipeline ran after the restart");
+    after.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_file_change_adds_its_paths_to_the_queued_job() {
+    let h = Harness::new(|config, _| {
+        let mut p = pipeline("gen", "true");
+        p.triggers = vec![TriggerKind::FileChange];
+        config.pipelines.push(p);
+    })
+    .await;
+    // Not started: the first job stays queued and the second coalesces.
+    let mut first = orchex_core::Trigger::new(RepoId::new("api").unwrap(), TriggerKind::FileChange);
+    first.paths = vec!["schema/a.txt".into()];
+    let mut second = first.clone();
+    second.paths = vec!["schema/b.txt".into(), "schema/a.txt".into()];
+    let queued = h.orchestrator.submit(first).await.unwrap();
+    let coalesced = h.orchestrator.submit(second).await.unwrap();
+    assert_eq!(queued[0].id, coalesced[0].id);
+    let stored = h.store.get_job(queued[0].id).await.unwrap().unwrap();
+    assert_eq!(stored.trigger.paths, ["schema/a.txt", "schema/b.txt"]);
 }

@@ -269,6 +269,9 @@ pub struct JobPatch {
     pub impact: Option<Vec<FileImpact>>,
     /// The hash of the job's inputs (for the `unchanged` skip).
     pub input_hash: Option<String>,
+    /// Changed paths of a trigger coalesced into this queued job, added to
+    /// its trigger's paths (distinct, in order).
+    pub merge_trigger_paths: Vec<String>,
 }
 
 impl JobPatch {
@@ -333,6 +336,13 @@ impl JobPatch {
         self
     }
 
+    /// Adds the changed paths of a coalesced trigger to the job's trigger.
+    #[must_use]
+    pub fn merge_trigger_paths(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.merge_trigger_paths.extend(paths);
+        self
+    }
+
     /// Writes the set fields into `job`.
     pub fn apply(self, job: &mut Job) {
         if let Some(hash) = self.input_hash {
@@ -358,6 +368,11 @@ impl JobPatch {
         }
         if let Some(impact) = self.impact {
             job.impact = Some(impact);
+        }
+        for path in self.merge_trigger_paths {
+            if !job.trigger.paths.contains(&path) {
+                job.trigger.paths.push(path);
+            }
         }
     }
 }

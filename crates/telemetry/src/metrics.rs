@@ -60,13 +60,15 @@ pub mod names {
     pub const TELEMETRY_STORE_ERRORS_TOTAL: &str = "orchex_telemetry_store_errors_total";
     /// Gauge: events waiting in the bus queue for the persistence writer.
     pub const TELEMETRY_QUEUE_LENGTH: &str = "orchex_telemetry_queue_length";
+    /// Counter: jobs queued (coalesced submissions are not counted).
+    pub const JOBS_QUEUED_TOTAL: &str = "orchex_jobs_queued_total";
 }
 
 use names::{
     ANALYSIS_CACHE_HITS_TOTAL, ANALYSIS_CACHE_MISSES_TOTAL, ANALYSIS_DURATION_SECONDS,
     CHANGES_DETECTED_TOTAL, CIRCUIT_BREAKER_CALLS_TOTAL, CIRCUIT_BREAKER_STATE, CONCURRENCY_LIMIT,
-    CYCLE_DURATION_SECONDS, CYCLES_TOTAL, EVENTS_TOTAL, JOB_DURATION_SECONDS, JOBS_RUNNING,
-    JOBS_TOTAL, QUEUE_DEPTH, RATE_LIMITER_REJECTIONS_TOTAL, REPOSITORY_CHAOS_SCORE,
+    CYCLE_DURATION_SECONDS, CYCLES_TOTAL, EVENTS_TOTAL, JOB_DURATION_SECONDS, JOBS_QUEUED_TOTAL,
+    JOBS_RUNNING, JOBS_TOTAL, QUEUE_DEPTH, RATE_LIMITER_REJECTIONS_TOTAL, REPOSITORY_CHAOS_SCORE,
     REPOSITORY_COMPLEXITY_SCORE, REPOSITORY_HEALTH_SCORE, TELEMETRY_EVENTS_DROPPED_TOTAL,
     TELEMETRY_EVENTS_PERSISTED_TOTAL, TELEMETRY_QUEUE_LENGTH, TELEMETRY_STORE_ERRORS_TOTAL,
 };
@@ -186,7 +188,7 @@ pub fn describe_all() {
         "Events waiting in the bus queue for the persistence writer."
     );
     describe_counter!(
-        "orchex_jobs_queued_total",
+        JOBS_QUEUED_TOTAL,
         Unit::Count,
         "Jobs queued (coalesced submissions are not counted)."
     );
