@@ -39,6 +39,21 @@ bench-orchestrator *ARGS:
     ORCHEX_BENCH_SCALE=0.1 cargo bench -p orchex-benches --bench orchestrator -- {{ARGS}}
     ORCHEX_BENCH_SIZE_JOBS=10000 cargo bench -p orchex-benches --bench orchestrator_size
 
+# The dashboard's load harnesses: REST throughput next to a bare axum handler,
+# WebSocket fan-out latency (1000 clients), idle clients' memory (10k clients).
+# Each line raises the open-file limit first (the benches also setrlimit).
+bench-dashboard:
+    ulimit -n "$(ulimit -Hn)" && cargo bench -p orchex-benches --bench dashboard_rest
+    ulimit -n "$(ulimit -Hn)" && cargo bench -p orchex-benches --bench dashboard_ws_fanout
+    ulimit -n "$(ulimit -Hn)" && cargo bench -p orchex-benches --bench dashboard_ws_idle
+
+# Fuzz the HTTP API with schemathesis (pinned in benches/fuzz-api) against
+# a live daemon on loopback; fails on any 5xx or answer the OpenAPI document
+# does not describe. Knobs (FUZZ_MAX_EXAMPLES, FUZZ_SEED, ...) in run.py.
+fuzz-api:
+    cargo build -p orchexd
+    benches/fuzz-api/run.sh
+
 # API docs, with warnings as errors.
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
@@ -62,3 +77,9 @@ fuzz SECS="600":
     ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-config --test fuzz -- --nocapture
     ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-dashboard --lib fuzz::event_query -- --nocapture
     ORCHEX_FUZZ_SECS={{SECS}} cargo test --release -p orchex-dashboard --lib fuzz::webhook -- --nocapture
+
+# Fault injection: watcher overflow, a deleted repository, a corrupt ref, a
+# full database, read-only storage, a step printing 1 GB, a step that never
+# exits; each must be reported and survived (see docs/reliability.md).
+faults *ARGS:
+    cargo run -q -p orchex-reliability -- faults {{ARGS}}

@@ -15,13 +15,22 @@ pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The target directory this test binary was built into.
+/// The target profile directory (`<target>/<profile>`) the running
+/// executable was built into: a test binary lives in
+/// `<target>/<profile>/deps/`, a binary that uses this library (the
+/// reliability harness) directly in `<target>/<profile>/`.
 fn target_profile_dir() -> PathBuf {
-    // <target>/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(Path::parent)
-        .map_or_else(|| workspace_root().join("target/debug"), Path::to_path_buf)
+    let dir = exe.parent();
+    let dir = if dir
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == "deps")
+    {
+        dir.and_then(Path::parent)
+    } else {
+        dir
+    };
+    dir.map_or_else(|| workspace_root().join("target/debug"), Path::to_path_buf)
 }
 
 fn build_binaries() -> Result<PathBuf, String> {
@@ -254,6 +263,15 @@ impl Daemon {
 
     /// Starts on an existing `<root>/orchex.toml`, on `port`.
     pub fn start_existing(root: &Path, port: u16) -> Daemon {
+        let daemon = Daemon::spawn_existing(root, port);
+        daemon.wait_healthy();
+        daemon
+    }
+
+    /// Starts on an existing `<root>/orchex.toml`, on `port`, without
+    /// waiting for it to answer (to kill it during start-up, for instance);
+    /// see [`Daemon::healthy_within`].
+    pub fn spawn_existing(root: &Path, port: u16) -> Daemon {
         let config = root.join("orchex.toml");
         let log = root.join(format!("orchexd-{port}-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
@@ -267,26 +285,35 @@ impl Daemon {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start orchexd: {e}"));
-        let daemon = Daemon {
+        Daemon {
             root: root.to_path_buf(),
             config,
             url: format!("http://127.0.0.1:{port}"),
             port,
             log,
             child: Some(child),
-        };
-        daemon.wait_healthy();
-        daemon
+        }
     }
 
     fn wait_healthy(&self) {
-        for _ in 0..600 {
+        assert!(
+            self.healthy_within(std::time::Duration::from_secs(30)),
+            "orchexd did not answer; its log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits up to `limit` for `/api/health` to answer; `false` when it
+    /// did not (or the daemon exited).
+    pub fn healthy_within(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
             if self.get("/api/health", None).0 != 0 {
-                return;
+                return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("orchexd did not answer; its log:\n{}", self.log_text());
+        false
     }
 
     /// The daemon's log so far.

@@ -350,7 +350,10 @@ fn watcher_health(monitor: &Monitor) -> ComponentHealth {
         .into_iter()
         .filter_map(|status| match status.state {
             WatcherState::Error { reason } => Some(format!("{}: {reason}", status.repo)),
-            _ => None,
+            // Watched, but a ref cannot be read: no commit can be detected.
+            _ => status
+                .ref_error
+                .map(|reason| format!("{}: {reason}", status.repo)),
         })
         .collect();
     if failing.is_empty() {

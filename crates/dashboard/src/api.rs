@@ -61,6 +61,43 @@ pub(crate) struct JobsAccepted {
     pub items: Vec<Job>,
 }
 
+/// The errors every operation that reads a JSON body may answer besides
+/// its own: 413 above the body limit, 415 without
+/// `Content-Type: application/json` (see [`ApiJson`]).
+#[derive(Debug)]
+pub(crate) struct JsonBodyErrors;
+
+impl utoipa::IntoResponses for JsonBodyErrors {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        let error = |description: &str| {
+            utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        [
+            (
+                "413".to_owned(),
+                error("The body is larger than the server accepts (`payload_too_large`)"),
+            ),
+            (
+                "415".to_owned(),
+                error("The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"),
+            ),
+        ]
+        .into()
+    }
+}
+
 fn parse_list<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Vec<T>, ApiError>
 where
     T::Err: std::fmt::Display,
@@ -88,11 +125,25 @@ fn parse_time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiE
     value
         .filter(|v| !v.is_empty())
         .map(|v| {
-            v.parse::<Timestamp>().map_err(|e| {
+            v.parse::<Timestamp>().map(within_store_range).map_err(|e| {
                 ApiError::bad_request(format!("{name}: expected an RFC 3339 time: {e}"))
             })
         })
         .transpose()
+}
+
+/// `ts` moved into the times the store can hold (nanoseconds since the
+/// epoch in an `i64`: the years 1678 to 2262). Every stored event lies in
+/// that range, so a `since` or `until` outside it selects the same events
+/// once clamped, instead of failing the query.
+fn within_store_range(ts: Timestamp) -> Timestamp {
+    let nanos = ts.as_nanosecond();
+    let clamped = nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+    if clamped == nanos {
+        ts
+    } else {
+        Timestamp::from_nanosecond(clamped).unwrap_or(ts)
+    }
 }
 
 fn page(limit: Option<u32>, cursor: Option<String>) -> Result<PageRequest, ApiError> {
@@ -125,7 +176,8 @@ pub(crate) async fn index() -> Response {
 #[utoipa::path(get, path = "/assets/{file}", tag = "page",
     params(("file" = String, Path, description = "`app.js` or `app.css`")),
     responses(
-        (status = 200, description = "The asset", body = String),
+        (status = 200, description = "The asset: `app.js` as JavaScript, `app.css` as CSS",
+            content((String = "text/javascript"), (String = "text/css"))),
         (status = 404, description = "No such asset", body = ErrorBody)))]
 pub(crate) async fn asset(ApiPath(file): ApiPath<String>) -> Response {
     crate::page::asset(&file)
@@ -246,12 +298,16 @@ pub(crate) struct EventQuery {
     /// Pipeline name.
     pipeline: Option<String>,
     /// Job id.
+    #[param(format = Uuid)]
     job_id: Option<String>,
     /// `info`, `warn`, `error` or `critical`.
+    #[param(value_type = Option<Severity>)]
     severity: Option<String>,
     /// Only events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Only events before this RFC 3339 time.
+    #[param(format = DateTime)]
     until: Option<String>,
     /// Page size, 1 to 10000 (default 100); with `format=csv`, the most rows.
     #[param(minimum = 1, maximum = 10000)]
@@ -259,7 +315,21 @@ pub(crate) struct EventQuery {
     /// The `nextCursor` of the previous page.
     cursor: Option<String>,
     /// `json` (default) or `csv` (streamed).
+    #[param(schema_with = event_format_schema)]
     format: Option<String>,
+}
+
+/// A string schema allowing only `values`.
+fn string_enum(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// The `format` of `GET /api/events`: `json` or `csv`.
+fn event_format_schema() -> utoipa::openapi::Object {
+    string_enum(&["json", "csv"])
 }
 
 impl EventQuery {
@@ -299,7 +369,8 @@ impl EventQuery {
 /// Stored events, newest first; `format=csv` streams them.
 #[utoipa::path(get, path = "/api/events", tag = "events", params(EventQuery),
     responses(
-        (status = 200, body = EventList, description = "JSON page; with format=csv a text/csv stream"),
+        (status = 200, description = "A JSON page; with `format=csv` a CSV stream (columns id, ts, kind, severity, repo, pipeline, jobId, message, data)",
+            content((EventList = "application/json"), (String = "text/csv"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn events(
@@ -421,7 +492,8 @@ fn repositories_patch(repositories: &[Repository]) -> Result<serde_json::Value, 
     responses(
         (status = 201, body = RepositoryView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        JsonBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn add_repository(
     State(state): State<AppState>,
@@ -505,6 +577,7 @@ pub(crate) struct Removed {
     params(("name" = String, Path, description = "Repository name")),
     responses(
         (status = 200, body = Removed),
+        (status = 400, description = "`config_rejected`: the remaining configuration does not validate", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -655,7 +728,9 @@ pub(crate) struct RunRequest {
         (status = 202, body = JobsAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 409, description = "The repository is disabled", body = ErrorBody),
+        (status = 503, description = "An emergency stop is in effect", body = ErrorBody),
+        JsonBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn run(
     State(state): State<AppState>,
@@ -700,6 +775,7 @@ pub(crate) async fn cancel(
 pub(crate) struct CancelRequest {
     /// `queued` or `running`; both when absent.
     #[serde(default)]
+    #[schema(schema_with = cancel_state_schema)]
     state: Option<String>,
     /// Only this repository.
     #[serde(default)]
@@ -707,6 +783,11 @@ pub(crate) struct CancelRequest {
     /// Only this pipeline.
     #[serde(default)]
     pipeline: Option<String>,
+}
+
+/// The `state` of a batch cancel: `queued` or `running`.
+fn cancel_state_schema() -> utoipa::openapi::Object {
+    string_enum(&["queued", "running"])
 }
 
 /// The jobs a batch cancel cancelled.
@@ -721,7 +802,7 @@ pub(crate) struct Cancelled {
     responses(
         (status = 200, body = Cancelled),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)),
+        (status = 403, body = ErrorBody), JsonBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn cancel_matching(
     State(state): State<AppState>,
@@ -760,7 +841,8 @@ pub(crate) async fn cancel_matching(
     responses(
         (status = 200, body = Job),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 500, description = "The restore failed", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn rollback(
     State(state): State<AppState>,
@@ -790,7 +872,7 @@ pub(crate) struct ControlOutcome {
     responses(
         (status = 200, body = ControlOutcome),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody)),
+        (status = 409, description = "Stopped or emergency-stopped: resume first", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
@@ -807,7 +889,7 @@ pub(crate) async fn pause(
     responses(
         (status = 200, body = ControlOutcome),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody)),
+        (status = 503, description = "The orchestrator is not started", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
@@ -951,7 +1033,7 @@ fn check_patch_keys(update: &serde_json::Value) -> Result<(), ApiError> {
     responses(
         (status = 200, body = ConfigChange),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)),
+        (status = 403, body = ErrorBody), JsonBodyErrors),
     security(("bearer" = [])))]
 pub(crate) async fn patch_config(
     State(state): State<AppState>,
@@ -1056,6 +1138,153 @@ mod tests {
             vec![JobState::Queued, JobState::Running]
         );
         assert!(page(Some(0), None).is_err());
+        let ancient = parse_time("since", Some("0122-08-04T06:16:54Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ancient.as_nanosecond(), i128::from(i64::MIN));
+        let far = parse_time("until", Some("9000-12-31T23:59:59Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(far.as_nanosecond(), i128::from(i64::MAX));
+        let now = Timestamp::now();
+        assert_eq!(within_store_range(now), now);
         assert!(page(Some(10_001), None).is_err());
+    }
+}
+
+/// Property-driven fuzzing of the event query parameters (`GET
+/// /api/events`) and of the webhook payload parser: arbitrary query
+/// strings and bodies never panic; they parse or are refused with a 400.
+/// `just fuzz` runs them for `ORCHEX_FUZZ_SECS` seconds each.
+#[cfg(test)]
+mod fuzz {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
+
+    use super::*;
+
+    /// Runs `test` over `strategy` for the fuzz budget, or a bounded number
+    /// of cases without one.
+    pub(crate) fn fuzz<S: Strategy>(strategy: &S, test: impl Fn(S::Value)) -> u64
+    where
+        S::Value: std::fmt::Debug,
+    {
+        let budget = std::env::var("ORCHEX_FUZZ_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs);
+        let deadline = budget.map(|b| Instant::now() + b);
+        let mut cases = 0;
+        for round in 0_u64.. {
+            let mut runner = TestRunner::new_with_rng(
+                RunnerConfig {
+                    cases: if deadline.is_some() { 5_000 } else { 1_000 },
+                    failure_persistence: None,
+                    ..RunnerConfig::default()
+                },
+                TestRng::from_seed(RngAlgorithm::ChaCha, &round.to_le_bytes().repeat(4)),
+            );
+            runner
+                .run(strategy, |value| {
+                    test(value);
+                    Ok(())
+                })
+                .unwrap();
+            cases += u64::from(runner.config().cases);
+            if deadline.is_none_or(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        cases
+    }
+
+    fn query_part() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("kind"),
+            Just("repo"),
+            Just("pipeline"),
+            Just("jobId"),
+            Just("severity"),
+            Just("since"),
+            Just("until"),
+            Just("limit"),
+            Just("cursor"),
+            Just("format"),
+            Just("bogus"),
+        ];
+        let value = prop_oneof![
+            ".{0,24}",
+            Just("job_failed,job_succeeded".to_owned()),
+            Just("2026-12-01T00:00:00Z".to_owned()),
+            Just("-1".to_owned()),
+            Just("99999999999".to_owned()),
+            Just("e1_2".to_owned()),
+            Just("%ZZ".to_owned()),
+            Just("csv".to_owned()),
+        ];
+        (key, value).prop_map(|(k, v)| format!("{k}={v}"))
+    }
+
+    #[test]
+    fn event_query_parameters_never_panic() {
+        let strategy = prop_oneof![
+            prop::collection::vec(query_part(), 0..6).prop_map(|parts| parts.join("&")),
+            ".{0,80}",
+        ];
+        let cases = fuzz(&strategy, |query| {
+            let Ok(uri) =
+                format!("/api/events?{}", query.replace(' ', "%20")).parse::<axum::http::Uri>()
+            else {
+                return;
+            };
+            if let Ok(axum::extract::Query(parsed)) =
+                axum::extract::Query::<EventQuery>::try_from_uri(&uri)
+            {
+                match parsed.filter() {
+                    Ok(_) => {}
+                    Err(err) => assert_eq!(err.status, StatusCode::BAD_REQUEST),
+                }
+                if let Err(err) = page(parsed.limit, parsed.cursor.clone()) {
+                    assert_eq!(err.status, StatusCode::BAD_REQUEST);
+                }
+            }
+        });
+        eprintln!("event queries: {cases} cases without a panic");
+    }
+
+    #[test]
+    fn webhook_payloads_never_panic() {
+        let push_like = (
+            ".{0,30}",
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(".{0,40}"),
+            ".{0,20}",
+            any::<bool>(),
+        )
+            .prop_map(|(git_ref, before, after, name, deleted)| {
+                serde_json::json!({
+                    "ref": git_ref, "before": before, "after": after,
+                    "deleted": deleted, "repository": {"name": name},
+                })
+                .to_string()
+                .into_bytes()
+            });
+        let strategy = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..256),
+            push_like,
+            ".{0,200}".prop_map(String::into_bytes),
+        ];
+        let cases = fuzz(&strategy, |body| {
+            if let Err(err) = crate::webhook::parse_push(&body) {
+                assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            }
+            let _ = crate::webhook::verify_signature(b"secret", &body, "sha256=00");
+            if let Ok(text) = std::str::from_utf8(&body) {
+                let _ = crate::webhook::verify_signature(b"secret", b"{}", text);
+            }
+        });
+        eprintln!("webhook payloads: {cases} cases without a panic");
     }
 }

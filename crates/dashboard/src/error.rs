@@ -163,8 +163,15 @@ fn body_rejection(rejection: &BytesRejection) -> ApiError {
     }
 }
 
-/// Decodes a JSON body, naming the path of the first bad field.
+/// Decodes a JSON object body, naming the path of the first bad field.
+///
+/// Every body the API reads is an object, and anything else is refused:
+/// serde would otherwise read a JSON array as a struct's fields in order
+/// (`["api"]` as `{"repo": "api"}`, `[]` as a batch cancel of everything).
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("body: expected a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(value) => Ok(value),
@@ -212,9 +219,6 @@ where
                 "unsupported_media_type",
                 "content-type: expected application/json",
             ));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("body: expected a JSON object"));
         }
         decode_json(&bytes).map(ApiJson)
     }
@@ -277,6 +281,18 @@ mod tests {
         assert!(err.message.starts_with("dryRun:"), "{}", err.message);
         let err = decode_json::<Body>(br#"{"dryRun": true}"#).unwrap_err();
         assert!(err.message.contains("repo"), "{}", err.message);
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_body() {
+        // serde reads a sequence as a struct's fields in order.
+        for body in [&br#"["a", true]"#[..], b"[]", b"null", b"3", b" ", b""] {
+            let err = decode_json::<Body>(body).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert_eq!(err.message, "body: expected a JSON object");
+        }
+        let body: Body = decode_json(b" \n{\"repo\": \"a\"}").unwrap();
+        assert_eq!(body.repo, "a");
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! let dashboard = Dashboard::new(services, &config, DashboardOptions::default())?;
 //! let address = orchex_dashboard::check_bind(&config.dashboard, dashboard.policy().as_ref())?;
 //! let listener = tokio::net::TcpListener::bind(address).await?;
-//! dashboard.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! dashboard.serve(listener, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 

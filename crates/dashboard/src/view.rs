@@ -35,7 +35,7 @@ pub struct WatcherView {
     /// `starting`, `watching`, `polling`, `error`, `disabled`, or
     /// `unknown` while the monitor has not picked the repository up yet.
     pub state: String,
-    /// Why it polls or failed.
+    /// Why it polls or failed, or why its refs cannot be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Directories with a watch.
@@ -109,6 +109,9 @@ pub(crate) fn watcher_view(status: Option<orchex_monitor::RepoStatus>) -> Watche
         WatcherState::Disabled => ("disabled", None),
         _ => ("unknown", None),
     };
+    // A ref that cannot be read stops commit detection though the files
+    // are still watched: show it as the reason.
+    let reason = reason.or(status.ref_error);
     WatcherView {
         state: state.to_owned(),
         reason,

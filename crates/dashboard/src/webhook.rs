@@ -38,8 +38,8 @@ pub fn verify_signature(secret: &[u8], body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// The part of a push payload orchex reads.
-#[derive(Debug, Deserialize)]
+/// The part of a push payload orchex reads (other fields are ignored).
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PushPayload {
     /// `refs/heads/<branch>`.
     #[serde(rename = "ref")]
@@ -58,7 +58,7 @@ pub struct PushPayload {
 }
 
 /// The repository of a push payload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PushRepository {
     /// The short name, matched against configured repository names.
     pub name: String,
@@ -104,16 +104,17 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A GitHub webhook delivery.
 #[utoipa::path(post, path = "/api/webhooks/github", tag = "webhooks",
-    request_body(content = Object, description = "A GitHub event payload (push events are acted on)"),
+    request_body(content = PushPayload, description = "A GitHub event payload. Only push events are acted on, and only the fields shown are read; the body of any other event is not looked at."),
     params(
         ("X-Hub-Signature-256" = String, Header, description = "sha256=<hex HMAC of the body>"),
-        ("X-GitHub-Event" = String, Header, description = "push, ping, ..."),
-        ("X-GitHub-Delivery" = String, Header, description = "The delivery id")),
+        ("X-GitHub-Event" = Option<String>, Header, description = "push, ping, ...; only push is acted on"),
+        ("X-GitHub-Delivery" = Option<String>, Header, description = "The delivery id; a repeated one is ignored")),
     responses(
         (status = 202, description = "A push that queued jobs", body = WebhookOutcome),
         (status = 200, description = "Acknowledged and ignored (other event, other branch, replay)", body = WebhookOutcome),
         (status = 400, body = ErrorBody),
         (status = 401, description = "Missing or bad signature", body = ErrorBody),
+        (status = 413, description = "The body is larger than the server accepts", body = ErrorBody),
         (status = 503, description = "No webhook secret configured", body = ErrorBody)))]
 pub(crate) async fn github(
     State(state): State<AppState>,
@@ -137,7 +138,9 @@ pub(crate) async fn github(
         ));
     }
     let event = header(&headers, "x-github-event").unwrap_or_default();
-    if let Some(delivery) = header(&headers, "x-github-delivery")
+    // An empty id is no id: it would make every later delivery without
+    // one look like a replay.
+    if let Some(delivery) = header(&headers, "x-github-delivery").filter(|d| !d.trim().is_empty())
         && !lock(&state.inner.deliveries).first_time(delivery)
     {
         return Ok(ignored(format!("delivery {delivery} was already received")));

@@ -111,6 +111,11 @@ pub struct RepoStatus {
     pub state: WatcherState,
     /// Directories with a watch (working tree and git directory).
     pub watched_dirs: usize,
+    /// Why the repository's refs could not be read at the last look (a
+    /// corrupt or unreadable ref); cleared once they read again. Watching
+    /// goes on meanwhile, but no commit or push can be detected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_error: Option<String>,
 }
 
 /// The monitor's triggers, in the order they were produced. Ends when the
@@ -297,6 +302,7 @@ impl Monitor {
             path: repository.path.clone(),
             state: WatcherState::Starting,
             watched_dirs: 0,
+            ref_error: None,
         }));
         {
             let mut repos = lock(&self.shared.repos);
@@ -871,6 +877,7 @@ impl RepoActor {
         let changes = match result {
             Ok((refs, Ok(changes))) => {
                 self.refs = refs;
+                write(&self.status, |status| status.ref_error = None);
                 changes
             }
             Ok((_, Err(error))) => {
@@ -944,8 +951,11 @@ impl RepoActor {
     }
 
     fn git_warning(&self, error: &BoxError) {
-        self.outputs
-            .watcher_warning(&self.id, &format!("reading refs failed: {error}"));
+        let message = format!("reading refs failed: {error}");
+        write(&self.status, |status| {
+            status.ref_error = Some(message.clone());
+        });
+        self.outputs.watcher_warning(&self.id, &message);
     }
 
     /// Emits the settled batch, if one is due.

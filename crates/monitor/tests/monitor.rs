@@ -432,6 +432,48 @@ mod watcher {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_ref_is_reported_in_the_status_until_it_reads_again() {
+        let (_dir, root) = repo_with_commit();
+        let branch = git(&root, &["symbolic-ref", "--short", "HEAD"]);
+        let head = git(&root, &["rev-parse", "HEAD"]);
+        let (monitor, _triggers) = monitor(&config(50, 10_000, 1));
+        let mut events = monitor.subscribe_events();
+        let id = RepoId::new("corrupt").unwrap();
+        monitor
+            .add_repository(repository("corrupt", &root))
+            .await
+            .unwrap();
+        monitor.watched_dirs(&id).await.unwrap();
+        let ref_path = root.join(".git/refs/heads").join(&branch);
+        std::fs::write(&ref_path, "not an object id\n").unwrap();
+        let event = next_event(&mut events, |e| {
+            e.kind == EventKind::WatcherError && e.repo.as_ref() == Some(&id)
+        })
+        .await;
+        assert!(event.message.contains("corrupt"), "{}", event.message);
+        let status = monitor.status(&id).unwrap();
+        assert_eq!(status.state, WatcherState::Watching);
+        assert!(
+            status
+                .ref_error
+                .as_deref()
+                .is_some_and(|e| e.contains("corrupt")),
+            "{status:?}"
+        );
+        // Repaired: the next look at the refs clears it.
+        std::fs::write(&ref_path, format!("{head}\n")).unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while monitor.status(&id).unwrap().ref_error.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ref_error never cleared"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_path_that_is_not_a_repository_is_refused_with_an_event() {
         let dir = tempfile::tempdir().unwrap();
         let (monitor, _triggers) = monitor(&config(50, 10_000, 1));

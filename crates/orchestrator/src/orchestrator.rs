@@ -807,6 +807,33 @@ impl Orchestrator {
         }
     }
 
+    /// Records the cancel of a job an operator cancelled while it was being
+    /// claimed, unless the cancel already recorded a final state.
+    async fn record_operator_cancel(&self, job: &Job) {
+        match self
+            .inner
+            .deps
+            .store
+            .transition(
+                job.id,
+                JobState::Cancelled,
+                JobPatch::new().error("cancelled by an operator"),
+            )
+            .await
+        {
+            Ok(cancelled) => self.finish_bookkeeping(
+                &cancelled,
+                format!("job {} cancelled before it started", job.id),
+                false,
+            ),
+            Err(orchex_store::StoreError::IllegalTransition { source, .. })
+                if source.from.is_finished() => {}
+            Err(err) => {
+                tracing::warn!(job = %job.id, %err, "cannot record an operator's cancel; recovery will account for it");
+            }
+        }
+    }
+
     /// Runs one claimed job to its final state; `None` when it was not
     /// ours to finish (cancelled while queued).
     async fn process_job(
@@ -816,6 +843,7 @@ impl Orchestrator {
         peak: &AtomicU32,
     ) -> Option<JobState> {
         if lock(&self.inner.cancelled_while_queued).remove(&job.id) {
+            self.record_operator_cancel(&job).await;
             return None;
         }
         let config = self.config();
@@ -844,6 +872,14 @@ impl Orchestrator {
                 },
             },
         );
+        // A cancel that read the job as queued just before this claim has
+        // marked it by now: the job is the operator's, not ours to run.
+        if lock(&self.inner.cancelled_while_queued).remove(&job.id) {
+            lock(&self.inner.running).remove(&job.id);
+            self.inner.running_changed.notify_waiters();
+            self.record_operator_cancel(&job).await;
+            return None;
+        }
         let now_running = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         peak.fetch_max(now_running, Ordering::Relaxed);
         metrics::gauge!(names::JOBS_RUNNING).increment(1.0);
@@ -873,6 +909,16 @@ impl Orchestrator {
         metrics::gauge!(names::JOBS_RUNNING).decrement(1.0);
         let final_job = match self.inner.deps.store.transition(job.id, state, patch).await {
             Ok(job) => job,
+            Err(orchex_store::StoreError::IllegalTransition { source, .. })
+                if source.from.is_finished() =>
+            {
+                // An operator ended it (cancel) while it was being
+                // dispatched; their outcome stands and nothing is wrong.
+                tracing::info!(job = %job.id, state = %source.from, "the job was ended by an operator while it ran");
+                lock(&self.inner.running).remove(&job.id);
+                self.inner.running_changed.notify_waiters();
+                return None;
+            }
             Err(err) => {
                 tracing::error!(job = %job.id, %err, "cannot record a job's outcome; recovery will account for it");
                 *lock(&self.inner.health) =
@@ -1187,7 +1233,17 @@ impl Orchestrator {
             .map_err(|e| internal(&e))?
             .ok_or_else(|| ControlError::NotFound(format!("job {id} not found")))?;
         match job.state() {
-            JobState::Running => Ok(job),
+            JobState::Running => {
+                // Claimed between the first look and the read: cancel it
+                // now, or, if the dispatcher has not registered it yet,
+                // mark it so that the dispatcher drops it.
+                if let Some(running) = lock(&self.inner.running).get(&id) {
+                    running.token.cancel();
+                } else {
+                    lock(&self.inner.cancelled_while_queued).insert(id);
+                }
+                Ok(job)
+            }
             JobState::Queued => {
                 lock(&self.inner.cancelled_while_queued).insert(id);
                 let job = store

@@ -395,6 +395,67 @@ async fn a_hand_edited_delivery_branch_is_left_alone() {
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
+/// Found by the crash loop (`orchex-reliability crash-loop`): after two
+/// rollbacks in a row the branch was where orchex had put it, yet the next
+/// job was skipped as `manuallyEdited`, and every one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollbacks_in_a_row_are_not_mistaken_for_a_human_edit() {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    h.start();
+    let repo = h.repo();
+    let deliver = || async {
+        bump(&repo);
+        let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+        assert_eq!(
+            job.state(),
+            JobState::Succeeded,
+            "{:?} {:?}",
+            job.skip_reason,
+            job.error
+        );
+        job
+    };
+    let tip = || git(&repo, &["rev-parse", "--verify", "-q", "orchex/codegen"]);
+    let first = deliver().await;
+    let second = deliver().await;
+    let third = deliver().await;
+    // Undo the two newest deliveries, newest first.
+    h.orchestrator.rollback(third.id).await.unwrap();
+    h.orchestrator.rollback(second.id).await.unwrap();
+    let first_commit = first.delivery.clone().unwrap().commit.unwrap();
+    assert_eq!(tip(), first_commit);
+    // The branch is where orchex left it: the next job delivers on top.
+    let fourth = deliver().await;
+    assert_eq!(
+        fourth.delivery.clone().unwrap().previous.as_deref(),
+        Some(first_commit.as_str())
+    );
+    // Rolling back every delivery deletes the branch; deliveries go on.
+    h.orchestrator.rollback(fourth.id).await.unwrap();
+    h.orchestrator.rollback(first.id).await.unwrap();
+    assert!(
+        !Command::new("git")
+            .args(["rev-parse", "--verify", "-q", "refs/heads/orchex/codegen"])
+            .current_dir(&repo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifth = deliver().await;
+    assert_eq!(fifth.delivery.clone().unwrap().previous, None);
+    // Deleting the branch (an operator's reset) resumes deliveries too.
+    git(&repo, &["branch", "-D", "orchex/codegen"]);
+    let sixth = deliver().await;
+    assert_eq!(sixth.delivery.clone().unwrap().previous, None);
+    assert_eq!(tip(), sixth.delivery.unwrap().commit.unwrap());
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_paths_are_never_written() {
     let h = Harness::new(|config, _| {

@@ -806,3 +806,288 @@ fn docs_api_md_documents_exactly_the_operations_of_the_openapi_document() {
         "docs/api.md headings (`### METHOD /path`) must match the OpenAPI operations"
     );
 }
+
+// === regressions found by `just fuzz-api` (schemathesis, benches/fuzz-api) ===
+
+/// The statuses the OpenAPI document declares for `method path`.
+fn declared_statuses(doc: &serde_json::Value, method: &str, path: &str) -> Vec<String> {
+    doc["paths"][path][method.to_lowercase()]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} is not in the document"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_outside_the_stores_years_answer_200_not_500() {
+    // The store holds times as i64 nanoseconds (years 1678..2262); a
+    // filter time outside failed the query with a 500, and the CSV export
+    // with a connection cut after the 200.
+    let h = Harness::start().await;
+    let job = h.run("codegen").await;
+    h.wait_final(job).await;
+    h.services.bus.flush().await;
+    let (status, all) = h.get("/api/events?limit=1000", Some(READER)).await;
+    assert_eq!(status, 200, "{all}");
+    let total = all["items"].as_array().unwrap().len();
+    assert!(total > 0);
+    for (query, expected) in [
+        ("since=0122-08-04T06:16:54.0199Z", total),
+        ("since=0122-08-03T23:12:54.0199-07:04", total),
+        ("until=9000-12-31T23:59:59Z", total),
+        (
+            "since=1000-01-01T00:00:00Z&until=9999-01-01T00:00:00Z",
+            total,
+        ),
+        ("until=1291-09-20T18:08:02.455468Z", 0),
+        ("since=5525-01-06T07:56:32.9Z", 0),
+    ] {
+        let (status, body) = h
+            .get(&format!("/api/events?limit=1000&{query}"), Some(READER))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["items"].as_array().unwrap().len(), expected, "{query}");
+    }
+    let (status, headers, bytes) = h
+        .send(
+            "GET",
+            "/api/events?format=csv&since=1291-09-20T18%3A08%3A02.455468Z&repo=api",
+            Some(READER),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let rows = csv::Reader::from_reader(bytes.as_ref())
+        .records()
+        .map(Result::unwrap)
+        .count();
+    assert!(rows > 0, "{}", String::from_utf8_lossy(&bytes));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_and_content_types_the_routes_answer_are_declared() {
+    let h = Harness::start().await;
+    let (status, doc) = h.get("/api/openapi.json", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+
+    // A body-taking route called without `Content-Type: application/json`
+    // answers 415, and any of them 413 above the body limit.
+    for (method, path) in [
+        ("POST", "/api/jobs"),
+        ("POST", "/api/jobs/cancel"),
+        ("POST", "/api/repositories"),
+        ("PATCH", "/api/config"),
+    ] {
+        let (status, _, bytes) = h.send(method, path, Some(ADMIN), None, &[]).await;
+        assert_eq!(
+            status,
+            415,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let declared = declared_statuses(&doc, method, path);
+        assert!(
+            declared.contains(&"415".to_owned()),
+            "{method} {path}: {declared:?}"
+        );
+        assert!(
+            declared.contains(&"413".to_owned()),
+            "{method} {path}: {declared:?}"
+        );
+        let error = &doc["paths"][path][method.to_lowercase()]["responses"]["415"];
+        assert_eq!(
+            error["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+    assert!(declared_statuses(&doc, "POST", "/api/webhooks/github").contains(&"413".to_owned()));
+
+    // Removing a repository that pipelines name is refused with 400.
+    let (status, _, bytes) = h
+        .send("DELETE", "/api/repositories/api", Some(ADMIN), None, &[])
+        .await;
+    let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("config_rejected"))
+    );
+    assert!(
+        declared_statuses(&doc, "DELETE", "/api/repositories/{name}").contains(&"400".to_owned())
+    );
+
+    // A manual run during an emergency stop answers 503.
+    let (status, _) = h
+        .post(
+            "/api/control/emergency-stop",
+            Some(ADMIN),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = h
+        .post(
+            "/api/jobs",
+            Some(ADMIN),
+            serde_json::json!({"repo": "api", "pipeline": "codegen"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(declared_statuses(&doc, "POST", "/api/jobs").contains(&"503".to_owned()));
+    let (status, _) = h
+        .post("/api/control/resume", Some(ADMIN), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // Resume answers 503 (not 409) when the orchestrator is not started;
+    // a disabled repository's manual run answers 409.
+    let resume = declared_statuses(&doc, "POST", "/api/control/resume");
+    assert!(
+        resume.contains(&"503".to_owned()) && !resume.contains(&"409".to_owned()),
+        "{resume:?}"
+    );
+    assert!(declared_statuses(&doc, "POST", "/api/jobs").contains(&"409".to_owned()));
+
+    // `format=csv` answers text/csv, which the 200 declares beside JSON.
+    let (status, headers, _) = h
+        .send("GET", "/api/events?format=csv", Some(ADMIN), None, &[])
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let content = doc["paths"]["/api/events"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .unwrap();
+    assert!(
+        content.contains_key("text/csv") && content.contains_key("application/json"),
+        "{content:?}"
+    );
+    let format = doc["paths"]["/api/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "format")
+        .unwrap();
+    assert_eq!(format["schema"]["enum"], serde_json::json!(["json", "csv"]));
+
+    // The page's assets are JavaScript and CSS, as declared.
+    let declared = doc["paths"]["/assets/{file}"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .unwrap();
+    for (file, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+        let (status, headers, _) = h
+            .send("GET", &format!("/assets/{file}"), None, None, &[])
+            .await;
+        assert_eq!(status, 200);
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{file}"
+        );
+        assert!(declared.contains_key(kind), "{file}: {declared:?}");
+    }
+
+    // Only the signature header of a webhook delivery is required.
+    for parameter in doc["paths"]["/api/webhooks/github"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+    {
+        let required = parameter["required"].as_bool().unwrap_or(false);
+        assert_eq!(
+            required,
+            parameter["name"] == "X-Hub-Signature-256",
+            "{parameter}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_body_is_refused_not_read_as_fields() {
+    // serde reads a JSON array as a struct's fields in order: `[null, null]`
+    // was a batch cancel of every job, `["api"]` a manual run.
+    let h = Harness::start().await;
+    for (method, path, body) in [
+        ("POST", "/api/jobs/cancel", "[null, null]"),
+        ("POST", "/api/jobs/cancel", "[]"),
+        ("POST", "/api/jobs", r#"["api"]"#),
+        ("POST", "/api/repositories", r#"["web", "/tmp"]"#),
+        ("PATCH", "/api/config", "[1, 2]"),
+        ("POST", "/api/jobs", "null"),
+    ] {
+        let (status, _, bytes) = h
+            .send(
+                method,
+                path,
+                Some(ADMIN),
+                Some(body.as_bytes().to_vec()),
+                &[],
+            )
+            .await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, 400, "{method} {path} {body}: {text}");
+        let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            error["error"]["message"], "body: expected a JSON object",
+            "{text}"
+        );
+    }
+    let (_, jobs) = h.get("/api/jobs", Some(ADMIN)).await;
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 0, "{jobs}");
+    // A push payload too.
+    let body = br#"["refs/heads/main", null, null, false, {"name": "api"}]"#.to_vec();
+    let signature = sign(&body);
+    let (status, _, bytes) = h
+        .send(
+            "POST",
+            "/api/webhooks/github",
+            None,
+            Some(body),
+            &[
+                ("x-hub-signature-256", &signature),
+                ("x-github-event", "push"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&bytes));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_webhook_delivery_id_is_not_taken_for_a_replay() {
+    let h = Harness::start().await;
+    let body = br#"{"zen": "Keep it logically awesome."}"#.to_vec();
+    let signature = sign(&body);
+    for _ in 0..2 {
+        let (status, _, bytes) = h
+            .send(
+                "POST",
+                "/api/webhooks/github",
+                None,
+                Some(body.clone()),
+                &[
+                    ("x-hub-signature-256", &signature),
+                    ("x-github-event", "ping"),
+                    ("x-github-delivery", ""),
+                ],
+            )
+            .await;
+        let outcome: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, 200, "{outcome}");
+        assert!(
+            outcome["reason"].as_str().unwrap().contains("not acted on"),
+            "{outcome}"
+        );
+    }
+    h.stop().await;
+}

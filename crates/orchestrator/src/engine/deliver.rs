@@ -19,16 +19,26 @@ use super::workspace::file_hash;
 use super::{Diffed, Engine, JobRequest, Outcome, Prepared, blocking};
 
 /// Where a pipeline's branch was last left by orchex: the commit of its
-/// newest delivered job there, or the previous value restored by a
-/// rollback. `None` when orchex never delivered to it.
+/// newest succeeded delivery there, `None` when there is none (orchex never
+/// delivered there, or every delivery was rolled back).
+///
+/// Rolled-back jobs do not count. A rollback only moves the branch while it
+/// is at the job's commit, so it always undoes the newest delivery still in
+/// place and restores the one below it; after any run of rollbacks the
+/// branch is at the newest delivery still `succeeded`, or absent (the first
+/// delivery to a branch always creates it). Taking the rollback's restored
+/// value instead was wrong as soon as two deliveries were rolled back in a
+/// row: the newest rolled-back job's `previous` is then not where the
+/// branch is, and the pipeline's own rollback looked like a human edit.
 async fn last_orchex_value(
     store: &dyn Store,
     job: &Job,
     branch: &str,
-) -> Result<Option<Option<String>>, String> {
+) -> Result<Option<String>, String> {
     let filter = JobFilter::new()
         .repo(job.repo.clone())
-        .pipeline(job.pipeline.clone());
+        .pipeline(job.pipeline.clone())
+        .state(JobState::Succeeded);
     let mut page = PageRequest::first().limit(200);
     loop {
         let jobs = store
@@ -39,13 +49,11 @@ async fn last_orchex_value(
             let Some(record) = &earlier.delivery else {
                 continue;
             };
-            if record.kind != Delivery::Branch || record.branch.as_deref() != Some(branch) {
-                continue;
-            }
-            match earlier.state() {
-                JobState::Succeeded => return Ok(Some(record.commit.clone())),
-                JobState::RolledBack => return Ok(Some(record.previous.clone())),
-                _ => {}
+            if record.kind == Delivery::Branch
+                && record.branch.as_deref() == Some(branch)
+                && earlier.state() == JobState::Succeeded
+            {
+                return Ok(record.commit.clone());
             }
         }
         match jobs.next_cursor {
@@ -78,12 +86,12 @@ pub(super) async fn deliver_branch(
         .await
         .map_err(|error| Outcome::Failed { error })?
     };
-    // Human edits win: orchex only moves a branch that is where it left it.
+    // Human edits win: orchex only moves a branch that is where it left it,
+    // or that was deleted (an operator's reset).
     let expected = last_orchex_value(engine.store.as_ref(), job, &branch)
         .await
-        .map_err(|error| Outcome::Failed { error })?
-        .flatten();
-    if tip.map(|oid| oid.to_string()) != expected {
+        .map_err(|error| Outcome::Failed { error })?;
+    if tip.is_some() && tip.map(|oid| oid.to_string()) != expected {
         return Err(Outcome::Skipped(SkipReason::ManuallyEdited { branch }));
     }
     if request.cancel.is_cancelled() {
