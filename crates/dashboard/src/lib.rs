@@ -575,7 +575,11 @@ async fn live(
         options: state.inner.options.ws.clone(),
         shutdown: state.inner.shutdown.clone(),
     };
+    // Clients send almost nothing (pongs, a close): a small read buffer
+    // instead of tungstenite's 128 KiB, which is zero-filled before every
+    // read and stays resident per idle client (docs/performance.md).
     Ok(upgrade
+        .read_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
