@@ -115,11 +115,11 @@ impl AccessPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSummary {
-    /// Complexity score in [0,1].
+    /// Complexity score between 0 and 1.
     pub complexity: f64,
-    /// Chaos (change entropy) score in [0,1].
+    /// Chaos (change entropy) score between 0 and 1.
     pub chaos: f64,
-    /// Health score in [0,1].
+    /// Health score between 0 and 1.
     pub health: f64,
     /// When it was computed.
     #[schema(value_type = String, format = DateTime)]

@@ -271,7 +271,7 @@ pub struct DurationFigures {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceView {
-    /// Succeeded among finished (succeeded, failed, timed out), in [0,1];
+    /// Succeeded among finished (succeeded, failed, timed out), between 0 and 1;
     /// 1 when nothing finished yet.
     pub success_rate: f64,
     /// Cycles.
