@@ -83,3 +83,21 @@ fuzz SECS="600":
 # exits; each must be reported and survived (see docs/reliability.md).
 faults *ARGS:
     cargo run -q -p orchex-reliability -- faults {{ARGS}}
+
+# Crash loop: kill -9 orchexd at random moments, restart, check that no job is
+# lost, nothing is half-delivered and the database is whole (docs/reliability.md).
+crash-loop *ARGS:
+    cargo run -q -p orchex-reliability -- crash-loop --trials 100 {{ARGS}}
+
+# The crash loop's short run, as CI runs it.
+crash-loop-ci *ARGS:
+    cargo run -q -p orchex-reliability -- crash-loop --trials 20 {{ARGS}}
+
+# Process hygiene: jobs whose forking, SIGTERM-ignoring steps time out or are
+# cancelled; no process and no workspace may be left (docs/reliability.md).
+hygiene *ARGS:
+    cargo run -q -p orchex-reliability -- hygiene --jobs 1000 {{ARGS}}
+
+# The process-hygiene short run, as CI runs it.
+hygiene-ci *ARGS:
+    cargo run -q -p orchex-reliability -- hygiene --jobs 100 {{ARGS}}

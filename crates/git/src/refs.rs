@@ -115,6 +115,28 @@ impl GitRepo {
         apply(&repo, edit, &name, superseded)
     }
 
+    /// Removes the lock file that a process killed in the middle of an
+    /// update of `branch` left behind (`refs/heads/<branch>.lock` in the
+    /// common git directory); `true` when there was one.
+    ///
+    /// Git never removes such a lock itself and refuses every later update
+    /// of the branch while it exists, so a daemon killed at the wrong
+    /// moment would never deliver to that branch again. A lock is also what
+    /// a live writer holds: call this only when none of yours can be
+    /// running (orchex does at start-up, before anything runs, for its own
+    /// delivery branches). A git process of the user's caught mid-update
+    /// then fails its rename, and nothing is corrupted.
+    pub fn remove_stale_branch_lock(&self, branch: &str) -> Result<bool, GitError> {
+        let name = BranchName::parse(branch)?;
+        let repo = self.local();
+        let lock = repo.common_dir().join(format!("{}.lock", name.full));
+        match std::fs::remove_file(&lock) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(GitError::Io { path: lock, source }),
+        }
+    }
+
     /// [`GitError::BranchCheckedOut`] when `HEAD` of the main working tree
     /// or of a linked one points at `name`.
     fn refuse_if_checked_out(

@@ -116,6 +116,9 @@ pub struct RecoverySummary {
     pub removed_workspaces: usize,
     /// Deliveries cut short and undone (files or branches restored).
     pub undone_deliveries: usize,
+    /// Stale lock files of delivery branches removed (left by a crash in
+    /// the middle of a branch update).
+    pub removed_locks: usize,
 }
 
 /// The orchestrator. Cheap to clone; clones share everything.
@@ -301,17 +304,26 @@ impl Orchestrator {
 
     // === lifecycle ===
 
-    /// Crash recovery, before [`Orchestrator::start`]: kills process groups
-    /// that survived a crash, removes leftover workspaces, undoes deliveries
-    /// cut short, and re-queues interrupted jobs (once; a second
-    /// interruption fails the job).
+    /// Crash recovery, before [`Orchestrator::start`]: removes stale lock
+    /// files of delivery branches, undoes deliveries cut short, re-queues interrupted jobs (once; a second interruption
+    /// fails the job), kills the step process groups that survived a crash
+    /// (recorded in the store or in their workspace) and forgets them, and
+    /// removes leftover workspaces.
     pub async fn recover(&self) -> Result<RecoverySummary, OrchestratorError> {
         let store = &self.inner.deps.store;
+        let config = self.config();
+        // First the locks a crash left on delivery branches: the undo below
+        // and every later delivery need them free.
+        let removed_locks = self.remove_stale_branch_locks(&config).await;
+        let mut summary = RecoverySummary {
+            undone_deliveries: self.undo_interrupted_deliveries(&config).await?,
+            removed_locks,
+            ..RecoverySummary::default()
+        };
         let report = store
             .recover()
             .await
             .map_err(|e| OrchestratorError::Recovery(e.to_string()))?;
-        let mut summary = RecoverySummary::default();
         for group in &report.pgids {
             if let Ok(pgid) = u32::try_from(group.pgid)
                 && crate::process::kill_process_group(pgid).is_ok()
@@ -326,27 +338,32 @@ impl Orchestrator {
                 }
             }
         }
+        // Every step records its group in its workspace before its program
+        // runs, even one the daemon died too early to record in the store.
         let storage = self.inner.deps.storage.clone();
-        summary.removed_workspaces = tokio::task::spawn_blocking(move || {
-            engine::workspace::remove_leftovers(&storage).unwrap_or(0)
+        let recorded: Vec<u32> = report
+            .pgids
+            .iter()
+            .filter_map(|group| u32::try_from(group.pgid).ok())
+            .collect();
+        let (killed, removed) = tokio::task::spawn_blocking(move || {
+            let killed = engine::workspace::leftover_groups(&storage)
+                .into_iter()
+                .filter(|pgid| !recorded.contains(pgid))
+                .filter(|pgid| crate::process::kill_process_group(*pgid).is_ok())
+                .count();
+            let removed = engine::workspace::remove_leftovers(&storage).unwrap_or(0);
+            (killed, removed)
         })
         .await
-        .unwrap_or(0);
-        let config = self.config();
+        .unwrap_or((0, 0));
+        summary.killed_groups += killed;
+        summary.removed_workspaces = removed;
         for (ids, requeued) in [(&report.requeued, true), (&report.failed, false)] {
             for id in ids {
                 let Ok(Some(job)) = store.get_job(*id).await else {
                     continue;
                 };
-                if let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) {
-                    match engine::undo_interrupted_delivery(store.as_ref(), &job, &repo.path).await
-                    {
-                        Ok(n) => summary.undone_deliveries += n,
-                        Err(err) => {
-                            tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
-                        }
-                    }
-                }
                 let message = if requeued {
                     format!(
                         "job {} was interrupted by a daemon stop and is queued again",
@@ -365,6 +382,96 @@ impl Orchestrator {
         }
         self.load_schedule_history(&config).await;
         Ok(summary)
+    }
+
+    /// Removes the lock files that a crash in the middle of a branch update
+    /// left on the delivery branches of the configured pipelines: git never
+    /// removes one, and every later update of the branch fails while it is
+    /// there. Nothing of orchex writes a branch yet, so no lock on those
+    /// branches is orchex's own live one. Returns how many were removed.
+    async fn remove_stale_branch_locks(&self, config: &Config) -> usize {
+        let routing = self.routing();
+        let mut branches: Vec<(PathBuf, String)> = Vec::new();
+        for repo in &config.repositories {
+            for pipeline in &config.pipelines {
+                if pipeline.deliver == orchex_core::Delivery::Branch
+                    && routing.applies_to(&pipeline.name, repo.name.as_str())
+                {
+                    branches.push((repo.path.clone(), pipeline.delivery_branch()));
+                }
+            }
+        }
+        engine::blocking(move || {
+            let mut removed = 0;
+            for (path, branch) in &branches {
+                let Ok(repo) = orchex_git::GitRepo::open(path) else {
+                    continue;
+                };
+                match repo.remove_stale_branch_lock(branch) {
+                    Ok(true) => {
+                        tracing::warn!(repo = %path.display(), %branch, "removed the stale lock of a delivery branch, left by a crash");
+                        removed += 1;
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::error!(repo = %path.display(), %branch, %err, "cannot remove the stale lock of a delivery branch");
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Undoes the deliveries that a stop cut short, before the store
+    /// re-queues their jobs: once a job is queued again no later recovery
+    /// looks at it as interrupted, so an undo left for after the re-queue
+    /// (as it was) was lost to a crash in between, and the branch kept a
+    /// result that no succeeded job accounts for. A re-queued job whose
+    /// branch still holds its own commit (a database left by such a crash)
+    /// is taken back too; its commit names the job, so nothing else can
+    /// account for it. Returns the number of branches and files restored.
+    async fn undo_interrupted_deliveries(
+        &self,
+        config: &Config,
+    ) -> Result<usize, OrchestratorError> {
+        let store = &self.inner.deps.store;
+        let filter = JobFilter::new()
+            .state(JobState::Running)
+            .state(JobState::Interrupted)
+            .state(JobState::Queued);
+        let mut page = PageRequest::first().limit(500);
+        let mut undone = 0;
+        loop {
+            let jobs = store
+                .list_jobs(filter.clone(), page.clone())
+                .await
+                .map_err(|e| OrchestratorError::Recovery(e.to_string()))?;
+            for job in &jobs.items {
+                let Some(record) = &job.delivery else {
+                    continue;
+                };
+                if job.state() == JobState::Queued
+                    && (job.interruptions == 0 || record.kind != orchex_core::Delivery::Branch)
+                {
+                    continue;
+                }
+                let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) else {
+                    continue;
+                };
+                match engine::undo_interrupted_delivery(store.as_ref(), job, &repo.path).await {
+                    Ok(n) => undone += n,
+                    Err(err) => {
+                        tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
+                    }
+                }
+            }
+            match jobs.next_cursor {
+                Some(cursor) => page = PageRequest::first().limit(500).after(cursor),
+                None => return Ok(undone),
+            }
+        }
     }
 
     /// Finds each repository's last scheduled run in the job history, so
@@ -890,6 +997,9 @@ impl Orchestrator {
         ));
         let started = Instant::now();
 
+        // The repository's write lock, when the job got as far as a
+        // delivery: held until the outcome is recorded.
+        let mut writer = None;
         let (state, patch) = match (pipeline, repo) {
             (None, _) => (
                 JobState::Failed,
@@ -900,14 +1010,25 @@ impl Orchestrator {
                 JobPatch::new().error(format!("repository {} is no longer configured", job.repo)),
             ),
             (Some(pipeline), Some(repo)) => {
-                self.guarded_run(&job, &pipeline, &repo, &config, &token, in_flight)
-                    .await
+                self.guarded_run(
+                    &job,
+                    &pipeline,
+                    &repo,
+                    &config,
+                    &token,
+                    in_flight,
+                    &mut writer,
+                )
+                .await
             }
         };
 
         in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(names::JOBS_RUNNING).decrement(1.0);
-        let final_job = match self.inner.deps.store.transition(job.id, state, patch).await {
+        let recorded = self.inner.deps.store.transition(job.id, state, patch).await;
+        // The outcome is durable: the repository's next writer may read it.
+        drop(writer);
+        let final_job = match recorded {
             Ok(job) => job,
             Err(orchex_store::StoreError::IllegalTransition { source, .. })
                 if source.from.is_finished() =>
@@ -1000,7 +1121,10 @@ impl Orchestrator {
 
     /// The safety chain, in order: stop check, rate limiter, circuit
     /// breaker, bulkhead, then the engine (whose first check is the
-    /// `unchanged` skip).
+    /// `unchanged` skip). The repository's write lock, if the engine took
+    /// it for a delivery, is handed to `writer`, for the caller to release
+    /// once the outcome is recorded.
+    #[allow(clippy::too_many_arguments)]
     async fn guarded_run(
         &self,
         job: &Job,
@@ -1009,6 +1133,7 @@ impl Orchestrator {
         config: &Config,
         token: &CancellationToken,
         in_flight: &AtomicU32,
+        writer: &mut Option<engine::WriterGuard>,
     ) -> (JobState, JobPatch) {
         if self.state() == RunState::EmergencyStopped {
             return (JobState::Cancelled, JobPatch::new().error("emergency stop"));
@@ -1081,6 +1206,7 @@ impl Orchestrator {
                 cancel: token.clone(),
             })
             .await;
+        *writer = result.writer;
         let latency = started.elapsed();
         let load = in_flight.load(Ordering::Relaxed);
         let mut patch = JobPatch::new();
@@ -1723,4 +1849,119 @@ fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orchex_store::JobStore as _;
+
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Found by the crash loop (`orchex-reliability crash-loop`): a rollback
+    /// (which holds the repository's write lock) ran between a delivery's
+    /// read of the branch and its write or its recorded success, and the
+    /// delivery failed ("branch moved") or was skipped as `manuallyEdited`.
+    /// A delivery now waits for the lock, like rollbacks and recovery.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_waits_for_the_repository_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let repo_dir = root.join("api");
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        git(&repo_dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo_dir.join("README.md"), "hello\n").unwrap();
+        git(&repo_dir, &["add", "-A"]);
+        git(&repo_dir, &["commit", "-q", "-m", "initial"]);
+        let marker = root.join("step-done");
+        let mut config = Config::default();
+        config.optimizer.schedule.enabled = false;
+        let repo = RepoId::new("api").unwrap();
+        config.repositories.push(Repository {
+            name: repo.clone(),
+            path: repo_dir.clone(),
+            enabled: true,
+            branch: Some("main".into()),
+        });
+        let script = format!("date +%N > stamp; touch {}", marker.display());
+        let mut pipeline = orchex_core::Pipeline::new(
+            "codegen",
+            vec![orchex_core::Step {
+                name: "generate".into(),
+                run: Some(vec!["sh".into(), "-c".into(), script]),
+                ..orchex_core::Step::default()
+            }],
+        );
+        pipeline.triggers = vec![TriggerKind::Manual];
+        config.pipelines.push(pipeline);
+        let store = Arc::new(
+            orchex_store::SqliteStore::open_in_dir(
+                root.join("data"),
+                orchex_store::StoreOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let orchestrator = Orchestrator::new(
+            &config,
+            OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data")),
+        )
+        .unwrap();
+        orchestrator.start(futures::stream::pending()).unwrap();
+
+        // Someone (a rollback, say) holds the writer.
+        let writer = orchestrator.inner.engine.writers.lock(&repo).await;
+        let job = orchestrator
+            .trigger(ManualRun {
+                repo: "api".into(),
+                pipeline: Some("codegen".into()),
+                ..ManualRun::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        while !marker.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(waiting.state(), JobState::Running);
+        assert!(
+            !repo_dir.join(".git/refs/heads/orchex/codegen").exists(),
+            "the branch moved while another writer held the repository"
+        );
+        drop(writer);
+        let mut done = waiting;
+        for _ in 0..500 {
+            done = store.get_job(job.id).await.unwrap().unwrap();
+            if done.state() != JobState::Running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(done.state(), JobState::Succeeded, "{:?}", done.error);
+        // Released once the outcome is recorded.
+        let again = tokio::time::timeout(
+            Duration::from_secs(5),
+            orchestrator.inner.engine.writers.lock(&repo),
+        )
+        .await;
+        assert!(again.is_ok(), "the job kept the repository's writer");
+        orchestrator.stop(Duration::from_secs(5)).await;
+    }
 }

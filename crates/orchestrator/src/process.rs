@@ -8,6 +8,13 @@
 //! as soon as the child is spawned so the caller can persist it and kill a
 //! group that survives a daemon crash ([`kill_process_group`]).
 //!
+//! Reporting after the spawn leaves a window: a daemon killed between the
+//! spawn and the moment the caller's record is durable leaves a step
+//! running that no record names. [`run_process_recorded`] closes it: the
+//! child itself writes its group id to a file before it executes the
+//! step's program, so the program never runs unless its group is on disk
+//! ([`recorded_group`] reads it back).
+//!
 //! Output (stdout and stderr, interleaved as read) is captured into a tail
 //! buffer that keeps only the last `output_limit` bytes, so a step printing
 //! gigabytes costs a bounded amount of memory.
@@ -126,6 +133,42 @@ pub async fn run_process(
     cancel: &CancellationToken,
     on_spawn: impl FnOnce(u32),
 ) -> Result<ProcessOutcome, SpawnError> {
+    run(spec, None, cancel, on_spawn).await
+}
+
+/// [`run_process`], with the group id written to `group_file` by the child
+/// itself, after it entered its new process group and before it executes
+/// the program: the program never runs unless its group id is in the file,
+/// so a daemon killed at any moment leaves a record of every group it
+/// started (see [`recorded_group`]). The file is created (or truncated)
+/// here; removing it after the step is the caller's.
+pub async fn run_process_recorded(
+    spec: &ProcessSpec<'_>,
+    group_file: &Path,
+    cancel: &CancellationToken,
+    on_spawn: impl FnOnce(u32),
+) -> Result<ProcessOutcome, SpawnError> {
+    run(spec, Some(group_file), cancel, on_spawn).await
+}
+
+/// The process group id a step wrote to `group_file`
+/// ([`run_process_recorded`]); `None` when the file is missing, empty (the
+/// child never got that far) or not a group id.
+pub fn recorded_group(group_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(group_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pgid| *pgid > 1)
+}
+
+async fn run(
+    spec: &ProcessSpec<'_>,
+    group_file: Option<&Path>,
+    cancel: &CancellationToken,
+    on_spawn: impl FnOnce(u32),
+) -> Result<ProcessOutcome, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let mut command = tokio::process::Command::new(program);
     // The daemon's own settings (tokens and secrets may be passed as
@@ -145,11 +188,25 @@ pub async fn run_process(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Opened here (close-on-exec, so the program does not inherit it) and
+    // written by the child: kept open until the spawn returned.
+    let group_record = match group_file {
+        None => None,
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|source| SpawnError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+            record_group_before_exec(&mut command, &file);
+            Some(file)
+        }
+    };
     let started = Instant::now();
     let mut child = command.spawn().map_err(|source| SpawnError::Spawn {
         program: program.clone(),
         source,
     })?;
+    drop(group_record);
     // With `process_group(0)` the group id is the child's pid.
     let pgid = child.id().unwrap_or_default();
     on_spawn(pgid);
@@ -189,6 +246,50 @@ pub async fn run_process(
         output_tail: tail.text(),
         output_bytes: tail.total,
     })
+}
+
+/// Makes the child write its pid, which is its process group id once
+/// `process_group(0)` took effect (std sets the group before it runs these
+/// hooks), to `file` before it executes the program.
+fn record_group_before_exec(command: &mut tokio::process::Command, file: &std::fs::File) {
+    use std::os::fd::{AsRawFd as _, BorrowedFd};
+    let fd = file.as_raw_fd();
+    let hook = move || {
+        // Between fork and exec only async-signal-safe calls: getpid and
+        // write, on a stack buffer; no allocation, no lock.
+        let mut digits = [0_u8; 20];
+        let mut value = u32::try_from(nix::unistd::getpid().as_raw()).unwrap_or(0);
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            // `value % 10` is a single decimal digit.
+            #[allow(clippy::cast_possible_truncation)]
+            let digit = (value % 10) as u8;
+            digits[start] = b'0' + digit;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        // SAFETY: `fd` is open: `file` outlives the spawn, and the fork
+        // copied it.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut rest = &digits[start..];
+        while !rest.is_empty() {
+            match nix::unistd::write(fd, rest) {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                Ok(n) => rest = &rest[n..],
+                Err(nix::Error::EINTR) => {}
+                Err(errno) => return Err(std::io::Error::from_raw_os_error(errno as i32)),
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls async-signal-safe functions (getpid,
+    // write) and touches nothing but its own stack and an open descriptor.
+    unsafe {
+        command.pre_exec(hook);
+    }
 }
 
 fn status_termination(status: std::process::ExitStatus) -> Termination {
@@ -466,6 +567,36 @@ mod tests {
         assert_eq!(outcome.output_bytes, 100 * 100_000 + 4);
         assert_eq!(outcome.output_tail.len(), 1024);
         assert!(outcome.output_tail.ends_with("aaaaEND\n"));
+    }
+
+    /// Found by the crash loop (`orchex-reliability crash-loop`): a daemon
+    /// killed right after a step's spawn, before the store had the group,
+    /// left the step running unknown to recovery. The program now only runs
+    /// once its group id is in the file.
+    #[tokio::test]
+    async fn the_group_is_recorded_before_the_program_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("step-0.pgid");
+        let argv = argv(&format!("cat {}; echo; echo $$", record.display()));
+        let mut seen = 0;
+        let outcome = run_process_recorded(
+            &spec(&argv, dir.path(), Duration::from_secs(30)),
+            &record,
+            &CancellationToken::new(),
+            |pgid| seen = pgid,
+        )
+        .await
+        .unwrap();
+        assert!(outcome.success(), "{}", outcome.output_tail);
+        let lines: Vec<&str> = outcome.output_tail.lines().collect();
+        // What the program found in the file: its own group, which is its pid.
+        assert_eq!(lines, [seen.to_string(), seen.to_string()]);
+        assert_eq!(recorded_group(&record), Some(seen));
+        assert_eq!(recorded_group(&dir.path().join("missing")), None);
+        std::fs::write(&record, "").unwrap();
+        assert_eq!(recorded_group(&record), None);
+        std::fs::write(&record, "1").unwrap();
+        assert_eq!(recorded_group(&record), None, "never init");
     }
 
     #[test]

@@ -456,6 +456,60 @@ async fn rollbacks_in_a_row_are_not_mistaken_for_a_human_edit() {
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
+/// Two jobs of one pipeline queued side by side (as a restart leaves an
+/// interrupted job re-queued next to a newer one): when the newer one
+/// delivers first, the older one's result is stale. Putting it on top left
+/// the branch at a commit the records did not point to, and every later
+/// job was skipped as `manuallyEdited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_job_never_delivers_over_a_newer_one() {
+    let h = Harness::new(|config, root| {
+        let mut p = pipeline(
+            "codegen",
+            "if [ -e \"$SLOW/$ORCHEX_JOB_ID\" ]; then sleep 1; fi; date +%N > stamp",
+        );
+        p.steps[0]
+            .env
+            .insert("SLOW".into(), root.display().to_string());
+        config.pipelines.push(p);
+    })
+    .await;
+    let repo_id = RepoId::new("api").unwrap();
+    let queued = |trigger| Job::new(repo_id.clone(), "codegen".into(), trigger);
+    let mut trigger = orchex_core::Trigger::manual(repo_id.clone());
+    trigger.force = true;
+    let older = queued(trigger.clone());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newer = queued(trigger);
+    h.store.insert_job(older.clone()).await.unwrap();
+    h.store.insert_job(newer.clone()).await.unwrap();
+    std::fs::write(h.root.join(older.id.to_string()), "").unwrap();
+    h.start();
+    let newer = h.wait_final(newer.id).await;
+    let older = h.wait_final(older.id).await;
+    assert_eq!(newer.state(), JobState::Succeeded, "{:?}", newer.error);
+    assert_eq!(older.state(), JobState::Skipped, "{:?}", older.error);
+    assert_eq!(
+        older.skip_reason,
+        Some(SkipReason::Coalesced { into: newer.id })
+    );
+    let repo = h.repo();
+    let newer_commit = newer.delivery.unwrap().commit.unwrap();
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), newer_commit);
+    // The branch is where the records say: the next job delivers on top.
+    bump(&repo);
+    let next = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(
+        next.state(),
+        JobState::Succeeded,
+        "{:?} {:?}",
+        next.skip_reason,
+        next.error
+    );
+    assert_eq!(next.delivery.unwrap().previous, Some(newer_commit));
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_paths_are_never_written() {
     let h = Harness::new(|config, _| {
@@ -1129,6 +1183,151 @@ async fn recovery_forgets_the_process_groups_it_killed() {
     let again = h.store.recover().await.unwrap();
     assert!(again.pgids.is_empty(), "{:?}", again.pgids);
     assert_eq!(h.orchestrator.recover().await.unwrap().killed_groups, 0);
+}
+
+/// Recovery used to re-queue interrupted jobs first and undo their
+/// deliveries after: a crash in between (the crash loop kills the daemon
+/// during start-up too) left a re-queued job whose commit stayed on the
+/// branch, which no later recovery took back, and every later delivery was
+/// skipped as `manuallyEdited`. Recovery now undoes first, and takes back
+/// a re-queued job's commit still on the branch (the state such a crash
+/// left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_recovery_cannot_leave_a_delivery_on_the_branch() {
+    use orchex_store::BackupStore as _;
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    let repo = h.repo();
+    // One delivery in place (the orchestrator is not started; recovery runs
+    // before the start, as in the daemon).
+    h.start();
+    bump(&repo);
+    let first = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    let first_commit = first.delivery.clone().unwrap().commit.unwrap();
+
+    // A second job was delivering when the daemon died: its intent is
+    // recorded and the branch moved to its commit.
+    let repo_id = RepoId::new("api").unwrap();
+    let job = Job::new(
+        repo_id.clone(),
+        "codegen".into(),
+        orchex_core::Trigger::manual(repo_id),
+    );
+    h.store.insert_job(job.clone()).await.unwrap();
+    let claimed = h
+        .store
+        .claim_next("crashed", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, job.id);
+    let tree = git(&repo, &["rev-parse", "main^{tree}"]);
+    let commit = git(
+        &repo,
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &first_commit,
+            "-m",
+            "half-delivered",
+        ],
+    );
+    h.store
+        .put_backups(
+            job.id,
+            vec![orchex_store::Backup::Branch {
+                name: "orchex/codegen".into(),
+                previous: Some(first_commit.clone()),
+            }],
+        )
+        .await
+        .unwrap();
+    h.store
+        .update_job(
+            job.id,
+            orchex_store::JobPatch::new().delivery(orchex_core::DeliveryRecord {
+                kind: Delivery::Branch,
+                branch: Some("orchex/codegen".into()),
+                commit: Some(commit.clone()),
+                previous: Some(first_commit.clone()),
+                files: vec!["stamp".into()],
+                conflicts: Vec::new(),
+                written: std::collections::BTreeMap::new(),
+            }),
+        )
+        .await
+        .unwrap();
+    git(&repo, &["update-ref", "refs/heads/orchex/codegen", &commit]);
+
+    // The first recovery re-queued the job and died before undoing.
+    let report = h.store.recover().await.unwrap();
+    assert_eq!(report.requeued, vec![job.id]);
+    // The next one takes the half-delivered commit back.
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.undone_deliveries, 1);
+    assert_eq!(git(&repo, &["rev-parse", "orchex/codegen"]), first_commit);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+}
+
+/// Found by the crash loop (`orchex-reliability crash-loop`): a daemon
+/// killed right after a step's spawn, before the store had recorded the
+/// step's process group, left the step running, and recovery did not know
+/// it. The step records its group in its workspace before its program runs;
+/// recovery kills what it finds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_kills_a_step_only_its_workspace_knows() {
+    use std::os::unix::process::CommandExt as _;
+    let h = Harness::new(|config, _| config.pipelines.push(pipeline("noop", "true"))).await;
+    let mut survivor = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let workspace = h
+        .root
+        .join("data/workspaces")
+        .join(JobId::new().to_string());
+    std::fs::create_dir_all(workspace.join("work")).unwrap();
+    std::fs::write(workspace.join("step-0.pgid"), survivor.id().to_string()).unwrap();
+
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.killed_groups, 1);
+    assert_eq!(summary.removed_workspaces, 1);
+    let status = survivor.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the step recorded in its workspace survived"
+    );
+}
+
+/// Found by the crash loop (`orchex-reliability crash-loop`): killed while
+/// gix held the delivery branch's lock, the daemon left
+/// `refs/heads/orchex/codegen.lock` behind, and every later delivery to the
+/// branch failed. Recovery removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_removes_a_delivery_branch_lock_left_by_a_crash() {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    let lock = h.repo().join(".git/refs/heads/orchex/codegen.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.removed_locks, 1);
+    assert!(!lock.exists());
+    h.start();
+    let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
 // === step kinds and strategies ===

@@ -16,7 +16,9 @@
 //!      one last seen finished is still in that state (or `rolledBack`
 //!      after `succeeded`, when a rollback raced the kill);
 //!    - **the delivery branch agrees with the job records**: see
-//!      [`expected_branch`];
+//!      [`expected_branch`] and [`chain_breaks`]; and no `codegen` job
+//!      ended in a way nothing in the run explains
+//!      ([`unexplained_outcomes`]: a `manuallyEdited` skip, a failure);
 //!    - **no half-delivered result**: `git fsck --strict` passes, `git
 //!      status --porcelain` is empty, `HEAD` is on `main` at the harness's
 //!      last commit, and no stale `*.lock` file is left in `.git`;
@@ -24,7 +26,9 @@
 //!      the restart is gone, and no process older than the new daemon works
 //!      in `<storage>/workspaces/`; every workspace left belongs to a job
 //!      that is running now.
-//! 3. Resume, and drive load from a second thread (runs of the fast
+//! 3. Resume, then, in one trial in seven, run `slow` and kill the daemon
+//!    the moment its step writes its first pid ([`kill_at_spawn`]);
+//!    otherwise drive load from a second thread (runs of the fast
 //!    `codegen`, `failing` and `brief` pipelines and the long `slow` one,
 //!    commits to `main`, dry runs, cancels, rollbacks) for a random 200 to
 //!    3000 ms, then `kill -9`.
@@ -97,6 +101,9 @@ struct Known {
     actions: BTreeMap<&'static str, u32>,
     /// Jobs already reported by [`unexplained_outcomes`].
     reported: std::collections::BTreeSet<String>,
+    /// Outcomes of the codegen jobs in the last view, by state and skip
+    /// reason.
+    codegen: BTreeMap<String, u32>,
 }
 
 impl Known {
@@ -147,7 +154,7 @@ pub(crate) fn run(options: &Options) -> Result<bool> {
 
     let mut violations: Vec<String> = Vec::new();
     let mut trials_done = 0;
-    let (mut load_kills, mut startup_kills) = (0_u32, 0_u32);
+    let (mut load_kills, mut startup_kills, mut spawn_kills) = (0_u32, 0_u32, 0_u32);
     for trial in 1..=options.trials {
         if Instant::now() >= deadline {
             violations.push(format!(
@@ -162,7 +169,8 @@ pub(crate) fn run(options: &Options) -> Result<bool> {
         let mut daemon = Daemon::spawn_existing(&world.root, free_port());
         let mut found = Vec::new();
         let moment;
-        if rng.u8(0..7) == 0 {
+        let kind = rng.u8(0..7);
+        if kind == 0 {
             let delay = Duration::from_millis(rng.u64(0..=700));
             std::thread::sleep(delay);
             moment = format!("start-up +{}ms", delay.as_millis());
@@ -176,10 +184,15 @@ pub(crate) fn run(options: &Options) -> Result<bool> {
                 break;
             }
             found.extend(after_restart(&daemon, &world, &known, cutoff)?);
-            let delay = Duration::from_millis(rng.u64(200..=3000));
-            drive_and_kill(&daemon, &world, &known, rng.u64(..), delay);
-            moment = format!("load +{}ms", delay.as_millis());
-            load_kills += 1;
+            if kind == 1 {
+                moment = kill_at_spawn(&daemon, &world, &known);
+                spawn_kills += 1;
+            } else {
+                let delay = Duration::from_millis(rng.u64(200..=3000));
+                drive_and_kill(&daemon, &world, &known, rng.u64(..), delay);
+                moment = format!("load +{}ms", delay.as_millis());
+                load_kills += 1;
+            }
         }
         kill9(&mut daemon);
         found.extend(while_down(&world)?);
@@ -223,6 +236,7 @@ pub(crate) fn run(options: &Options) -> Result<bool> {
         *states.entry(state.as_str()).or_default() += 1;
     }
     println!("jobs by last state: {states:?}");
+    println!("codegen jobs: {:?}", known.codegen);
     println!(
         "load actions: {:?}; commits to main: {}",
         known.actions, known.commits
@@ -233,7 +247,7 @@ pub(crate) fn run(options: &Options) -> Result<bool> {
         println!("kept the run's directory: {}", kept.display());
     }
     println!(
-        "crash-loop: {} trials={trials_done}/{} seed={} kills={load_kills} during load + {startup_kills} during start-up, jobs={} violations={} duration={:.0}s",
+        "crash-loop: {} trials={trials_done}/{} seed={} kills={load_kills} during load + {spawn_kills} at a step's spawn + {startup_kills} during start-up, jobs={} violations={} duration={:.0}s",
         if ok { "ok" } else { "FAILED" },
         options.trials,
         options.seed,
@@ -299,6 +313,14 @@ fn after_restart(
         }
         for job in &jobs {
             known.track(job);
+        }
+        known.codegen.clear();
+        for job in jobs.iter().filter(|job| job["pipeline"] == "codegen") {
+            let mut outcome = job["state"].as_str().unwrap_or("?").to_owned();
+            if let Some(code) = job["skipReason"]["code"].as_str() {
+                outcome = format!("{outcome}/{code}");
+            }
+            *known.codegen.entry(outcome).or_default() += 1;
         }
     }
 
@@ -522,6 +544,27 @@ fn unexplained_outcomes(
         }
     }
     violations
+}
+
+/// Kills the daemon the moment a step starts: `slow` is run (after the
+/// running ones are cancelled, to free a slot), and the kill follows the
+/// first pid its step writes, the step's very first action. Whatever
+/// records the step's process group must be durable by then, or the step
+/// survives the crash unknown to recovery.
+fn kill_at_spawn(daemon: &Daemon, world: &World, known: &Mutex<Known>) -> String {
+    let body = json!({"pipeline": "slow"});
+    let _ = api::post(daemon, "/api/jobs/cancel", Some(&body));
+    let before = checks::recorded_pids(&world.pids).len();
+    let started = Instant::now();
+    for job in api::submit(daemon, "slow", false, false) {
+        lock(known).track(&job);
+    }
+    let until = started + Duration::from_secs(10);
+    while checks::recorded_pids(&world.pids).len() == before && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    checks::kill(daemon.pid());
+    format!("a step's spawn +{}ms", started.elapsed().as_millis())
 }
 
 /// Drives load from a second thread for `delay`, then kills the daemon

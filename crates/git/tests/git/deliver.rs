@@ -310,6 +310,38 @@ fn rollback_restores_deletes_or_refuses() {
     assert!(ok, "{fsck}");
 }
 
+/// Found by the crash loop (`orchex-reliability crash-loop`): a daemon
+/// killed while gix held the branch's lock left `<branch>.lock` behind, and
+/// every later delivery to the branch failed ("the lock ... could not be
+/// obtained"). Recovery removes the stale lock.
+#[test]
+fn a_stale_branch_lock_blocks_updates_until_removed() {
+    let fx = Fixture::new();
+    let (repo, source) = source(&fx);
+    let ws = fx.path("ws");
+    repo.checkout_commit(source, &ws).unwrap();
+    run_steps(&ws);
+    let result = repo
+        .write_dir_as_commit(&ws, source, "result", &orchex())
+        .unwrap();
+    assert!(!repo.remove_stale_branch_lock("orchex/x").unwrap());
+    // What a killed writer leaves: the lock, and no branch.
+    write(&fx.repo.join(".git/refs/heads/orchex/x.lock"), "");
+    assert!(
+        repo.update_branch("orchex/x", None, result, "deliver")
+            .is_err()
+    );
+    assert!(
+        repo.remove_stale_branch_lock("refs/heads/orchex/x")
+            .unwrap()
+    );
+    assert!(!fx.repo.join(".git/refs/heads/orchex/x.lock").exists());
+    repo.update_branch("orchex/x", None, result, "deliver")
+        .unwrap();
+    assert_eq!(fx.rev_parse("orchex/x"), result);
+    assert!(repo.remove_stale_branch_lock("../../etc").is_err());
+}
+
 #[test]
 fn write_dir_without_changes_reuses_the_parent_tree() {
     let fx = Fixture::new();

@@ -11,16 +11,24 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use orchex_core::{Delivery, DeliveryRecord, Job, JobState, RollbackState, SkipReason};
+use orchex_core::{Delivery, DeliveryRecord, Job, JobId, JobState, RollbackState, SkipReason};
 use orchex_git::{GitError, GitRepo, Oid};
 use orchex_store::{Backup, JobFilter, JobPatch, PageRequest, Store};
 
 use super::workspace::file_hash;
 use super::{Diffed, Engine, JobRequest, Outcome, Prepared, blocking};
 
-/// Where a pipeline's branch was last left by orchex: the commit of its
-/// newest succeeded delivery there, `None` when there is none (orchex never
-/// delivered there, or every delivery was rolled back).
+/// The newest succeeded delivery of a pipeline to a branch.
+#[derive(Debug)]
+struct LastDelivery {
+    job: JobId,
+    created_at: orchex_core::Timestamp,
+    commit: Option<String>,
+}
+
+/// Where a pipeline's branch was last left by orchex: its newest succeeded
+/// delivery there (whose commit the branch holds), `None` when there is
+/// none (orchex never delivered there, or every delivery was rolled back).
 ///
 /// Rolled-back jobs do not count. A rollback only moves the branch while it
 /// is at the job's commit, so it always undoes the newest delivery still in
@@ -34,7 +42,7 @@ async fn last_orchex_value(
     store: &dyn Store,
     job: &Job,
     branch: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<LastDelivery>, String> {
     let filter = JobFilter::new()
         .repo(job.repo.clone())
         .pipeline(job.pipeline.clone())
@@ -53,7 +61,11 @@ async fn last_orchex_value(
                 && record.branch.as_deref() == Some(branch)
                 && earlier.state() == JobState::Succeeded
             {
-                return Ok(record.commit.clone());
+                return Ok(Some(LastDelivery {
+                    job: earlier.id,
+                    created_at: earlier.created_at,
+                    commit: record.commit.clone(),
+                }));
             }
         }
         match jobs.next_cursor {
@@ -86,11 +98,21 @@ pub(super) async fn deliver_branch(
         .await
         .map_err(|error| Outcome::Failed { error })?
     };
-    // Human edits win: orchex only moves a branch that is where it left it,
-    // or that was deleted (an operator's reset).
-    let expected = last_orchex_value(engine.store.as_ref(), job, &branch)
+    let last = last_orchex_value(engine.store.as_ref(), job, &branch)
         .await
         .map_err(|error| Outcome::Failed { error })?;
+    // Deliveries stack in creation order: a job whose newer sibling has
+    // already delivered (they ran side by side, after a restart for
+    // instance) holds an older result, and putting it on top would also
+    // leave the branch at a commit the records do not point to.
+    if let Some(last) = &last
+        && (last.created_at, last.job) > (job.created_at, job.id)
+    {
+        return Err(Outcome::Skipped(SkipReason::Coalesced { into: last.job }));
+    }
+    let expected = last.and_then(|last| last.commit);
+    // Human edits win: orchex only moves a branch that is where it left it,
+    // or that was deleted (an operator's reset).
     if tip.is_some() && tip.map(|oid| oid.to_string()) != expected {
         return Err(Outcome::Skipped(SkipReason::ManuallyEdited { branch }));
     }

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::{ActionContext, ActionRegistry};
 use crate::events::Events;
 use crate::impact;
-use crate::process::{ProcessSpec, Termination, run_process};
+use crate::process::{ProcessSpec, Termination, run_process_recorded};
 use workspace::Workspace;
 
 pub(crate) use deliver::{RollbackError, rollback, undo_interrupted_delivery};
@@ -57,6 +57,13 @@ pub(crate) struct Engine {
 /// One writer per repository: deliveries, rollbacks and recovery of one
 /// repository never interleave, while steps of several jobs still run in
 /// parallel in their own workspaces.
+///
+/// A delivery holds the lock from its first look at the repository (the
+/// branch tip, the working-tree files) until its job's outcome is recorded
+/// ([`RunResult::writer`]): the next writer decides from the records where
+/// orchex left the branch, so it must not see a branch moved by a job whose
+/// success is not recorded yet, nor move the branch under a delivery that
+/// has read it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RepoWriters {
     locks: Arc<
@@ -68,10 +75,7 @@ pub(crate) struct RepoWriters {
 
 impl RepoWriters {
     /// Waits for the write lock of `repo`.
-    pub(crate) async fn lock(
-        &self,
-        repo: &orchex_core::RepoId,
-    ) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, repo: &orchex_core::RepoId) -> WriterGuard {
         let lock = {
             let mut locks = self
                 .locks
@@ -128,11 +132,17 @@ pub(crate) enum Outcome {
     Skipped(SkipReason),
 }
 
+/// A repository's write lock, held (see [`RepoWriters`]).
+pub(crate) type WriterGuard = tokio::sync::OwnedMutexGuard<()>;
+
 /// The engine's answer: the outcome and the job's input hash, if computed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct RunResult {
     pub(crate) outcome: Outcome,
     pub(crate) input_hash: Option<String>,
+    /// The repository's write lock when the job reached its delivery: the
+    /// caller drops it once the outcome is recorded, not before.
+    pub(crate) writer: Option<WriterGuard>,
 }
 
 impl RunResult {
@@ -140,6 +150,7 @@ impl RunResult {
         Self {
             outcome,
             input_hash: None,
+            writer: None,
         }
     }
 }
@@ -182,6 +193,7 @@ impl Engine {
                     ),
                 },
                 input_hash: result.input_hash,
+                writer: result.writer,
             };
         }
         result
@@ -234,11 +246,13 @@ impl Engine {
             return RunResult {
                 outcome: Outcome::Skipped(SkipReason::Unchanged),
                 input_hash: Some(input_hash),
+                writer: None,
             };
         }
         let with_hash = |outcome| RunResult {
             outcome,
             input_hash: Some(input_hash.clone()),
+            writer: None,
         };
 
         let changed_paths = job.trigger.paths.join("\n");
@@ -282,10 +296,13 @@ impl Engine {
                 reason: "cancelled before delivery; nothing was delivered".to_owned(),
             });
         }
-        with_hash(
-            self.finish(request, &repo, &workspace, delivery, prepared)
-                .await,
-        )
+        let (outcome, writer) = self
+            .finish(request, &repo, &workspace, delivery, prepared)
+            .await;
+        RunResult {
+            writer,
+            ..with_hash(outcome)
+        }
     }
 
     async fn prepare(
@@ -371,14 +388,23 @@ impl Engine {
                     }
                     Some(pgid)
                 };
+                // ...and the child writes it to the workspace before the
+                // program runs, for a crash before that record is durable.
+                let group_file = workspace::group_file(work, index);
                 let (outcome, pgid) = tokio::join!(
-                    run_process(&spec, &request.cancel, move |pgid| {
+                    run_process_recorded(&spec, &group_file, &request.cancel, move |pgid| {
                         if let Ok(pgid) = i32::try_from(pgid) {
                             let _ = pgid_tx.send(pgid);
                         }
                     }),
                     record_pgid
                 );
+                // The group is dead (killed at the step's end): forget it.
+                if let Err(err) = std::fs::remove_file(&group_file)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(job = %job_id, %err, "cannot remove a step's group record");
+                }
                 if let Some(pgid) = pgid
                     && let Err(err) = store.clear_step_pgid(job_id, pgid).await
                 {
@@ -514,7 +540,8 @@ impl Engine {
         }
     }
 
-    /// Diff, protected paths, impact, delivery.
+    /// Diff, protected paths, impact, delivery; with the repository's write
+    /// lock when the job got as far as a delivery that writes.
     async fn finish(
         &self,
         request: &JobRequest<'_>,
@@ -522,46 +549,55 @@ impl Engine {
         workspace: &Workspace,
         delivery: Delivery,
         prepared: Prepared,
-    ) -> Outcome {
+    ) -> (Outcome, Option<WriterGuard>) {
         let diffed = match self
             .diff(request, repo, workspace, delivery, &prepared)
             .await
         {
             Ok(diffed) => diffed,
-            Err(err) => return Outcome::Failed { error: err },
+            Err(err) => return (Outcome::Failed { error: err }, None),
         };
         if diffed.summary.is_empty() {
-            return Outcome::Succeeded {
-                changed: false,
-                diff: None,
-                delivery: None,
-                impact: Vec::new(),
-            };
+            return (
+                Outcome::Succeeded {
+                    changed: false,
+                    diff: None,
+                    delivery: None,
+                    impact: Vec::new(),
+                },
+                None,
+            );
         }
         match workspace::path_globs(request.protected_paths) {
             Ok(protected) => {
                 if let Some(path) = diffed.summary.files().find(|path| protected.is_match(path)) {
-                    return Outcome::Failed {
-                        error: format!(
-                            "the result touches the protected path {path}; nothing was delivered"
-                        ),
-                    };
+                    let error = format!(
+                        "the result touches the protected path {path}; nothing was delivered"
+                    );
+                    return (Outcome::Failed { error }, None);
                 }
             }
             Err(err) => {
-                return Outcome::Failed {
-                    error: format!("invalid protectedPaths glob: {err}"),
-                };
+                let error = format!("invalid protectedPaths glob: {err}");
+                return (Outcome::Failed { error }, None);
             }
         }
         let impact = self
             .impact(repo, workspace, &prepared, &diffed.summary)
             .await;
+        let not_delivered = || Outcome::Cancelled {
+            reason: "cancelled before delivery; nothing was delivered".to_owned(),
+        };
         if request.cancel.is_cancelled() {
-            return Outcome::Cancelled {
-                reason: "cancelled before delivery; nothing was delivered".to_owned(),
-            };
+            return (not_delivered(), None);
         }
+        let writer = match delivery {
+            Delivery::None => None,
+            Delivery::Branch | Delivery::Worktree => tokio::select! {
+                writer = self.writers.lock(&request.job.repo) => Some(writer),
+                () = request.cancel.cancelled() => return (not_delivered(), None),
+            },
+        };
         let delivered = match delivery {
             Delivery::None => Ok(Some(DeliveryRecord {
                 kind: Delivery::None,
@@ -577,7 +613,7 @@ impl Engine {
                 deliver::deliver_worktree(self, request, repo, workspace, &prepared, &diffed).await
             }
         };
-        match delivered {
+        let outcome = match delivered {
             Ok(record) => Outcome::Succeeded {
                 changed: true,
                 diff: Some(diffed.summary),
@@ -585,7 +621,8 @@ impl Engine {
                 impact,
             },
             Err(outcome) => outcome,
-        }
+        };
+        (outcome, writer)
     }
 
     async fn diff(

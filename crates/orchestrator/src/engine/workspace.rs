@@ -52,6 +52,36 @@ impl Drop for Workspace {
     }
 }
 
+/// Where the step `index` of the job whose steps run in `work` records its
+/// process group (`<storage>/workspaces/<job>/step-<index>.pgid`, beside
+/// `work/`), see [`crate::process::run_process_recorded`].
+pub(crate) fn group_file(work: &Path, index: u32) -> PathBuf {
+    work.with_file_name(format!("step-{index}.pgid"))
+}
+
+/// The process groups recorded by steps in leftover workspaces (after a
+/// crash): every step that had started when the daemon died, recorded
+/// before its program ran. Call before [`remove_leftovers`].
+pub(crate) fn leftover_groups(storage: &Path) -> Vec<u32> {
+    let Ok(workspaces) = std::fs::read_dir(workspaces_root(storage)) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<u32> = workspaces
+        .flatten()
+        .filter_map(|workspace| std::fs::read_dir(workspace.path()).ok())
+        .flat_map(Iterator::flatten)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("step-") && name.ends_with(".pgid")
+        })
+        .filter_map(|entry| crate::process::recorded_group(&entry.path()))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
 /// Removes every leftover workspace (after a crash); returns how many.
 pub(crate) fn remove_leftovers(storage: &Path) -> io::Result<usize> {
     let root = workspaces_root(storage);
