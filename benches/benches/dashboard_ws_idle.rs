@@ -161,11 +161,10 @@ fn server_main(variant: &str, clients: usize) {
     let stack = runtime.block_on(support::Stack::start());
     let (port, sessions, stack): (u16, Box<dyn Fn() -> usize>, Option<support::Stack>) =
         if variant == "orchex" {
-            let bus = stack.services.bus.clone();
-            let base = bus.stats().subscribers;
+            let dashboard = stack.dashboard.clone();
             (
                 stack.port,
-                Box::new(move || bus.stats().subscribers - base),
+                Box::new(move || dashboard.live_sessions()),
                 Some(stack),
             )
         } else {

@@ -94,6 +94,7 @@ pub(crate) struct Stack {
     _dir: tempfile::TempDir,
     pub(crate) port: u16,
     pub(crate) services: Services,
+    pub(crate) dashboard: Dashboard,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     writer: Option<PersistenceWriter>,
@@ -170,18 +171,18 @@ impl Stack {
             config: handle,
             metrics,
         };
-        let dashboard =
-            Dashboard::new(services.clone(), &config, DashboardOptions::default()).unwrap();
+        let dashboard = Dashboard::new(services.clone(), &config, dashboard_options()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(dashboard.serve(listener, async move {
+        let server = tokio::spawn(dashboard.clone().serve(listener, async move {
             let _ = stopped.await;
         }));
         let stack = Self {
             _dir: dir,
             port,
             services,
+            dashboard,
             stop: Some(stop),
             server: Some(server),
             writer: Some(writer),
@@ -673,4 +674,17 @@ pub(crate) fn result_fields(results: &[String], name: &str) -> Vec<u64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The dashboard's default options, with `ORCHEX_BENCH_FEED_WINDOW_MS` as
+/// the WebSocket feed's batch window when set.
+fn dashboard_options() -> DashboardOptions {
+    let mut options = DashboardOptions::default();
+    if let Some(ms) = std::env::var("ORCHEX_BENCH_FEED_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.ws.feed_window = std::time::Duration::from_millis(ms);
+    }
+    options
 }

@@ -692,8 +692,9 @@
 
   const eventTime = (e) => e._t ?? (e._t = parseTs(e.ts) || 0);
 
-  // Snapshots repeat the last 50 events and the socket sends each one live;
-  // merge by id so nothing shows twice and order stays newest first.
+  // GET /api/dashboard and refills after a lag bring the last 50 events and
+  // the socket sends each one live; merge by id so nothing shows twice and
+  // order stays newest first.
   function addEvents(events, isLive) {
     let added = false;
     for (const e of events || []) {
@@ -768,6 +769,24 @@
     el.hidden = false;
     clearTimeout(laggedTimer);
     laggedTimer = setTimeout(hideLagged, 20000);
+    refillFeed();
+  }
+
+  // Snapshots on the socket carry no events (each one arrives on its own),
+  // so after a gap the feed is refilled from the store; one request at a
+  // time however often the socket lags.
+  let refilling = false;
+  async function refillFeed() {
+    if (refilling) return;
+    refilling = true;
+    try {
+      const page = await api('GET', '/api/events?limit=50');
+      addEvents(page && page.items, false);
+    } catch (_) {
+      // The next lag or reconnect tries again.
+    } finally {
+      refilling = false;
+    }
   }
 
   function hideLagged() {

@@ -250,7 +250,7 @@ pub(crate) async fn dashboard(
     State(state): State<AppState>,
     Extension(role): Extension<Role>,
 ) -> axum::Json<DashboardView> {
-    axum::Json(view::dashboard(&state, role).await)
+    axum::Json(view::dashboard(&state, role, view::RecentEvents::Include).await)
 }
 
 /// Performance figures as JSON.

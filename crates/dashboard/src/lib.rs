@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -70,7 +70,7 @@ pub use view::{AccessView, DashboardView, RepositoryView, WatcherView};
 pub use ws::WsOptions;
 
 use crate::error::ApiQuery;
-use crate::state::{AppState, Inner, SeenDeliveries};
+use crate::state::{AppState, Inner, SeenDeliveries, lock};
 use crate::timeline::Timeline;
 
 /// Why the dashboard cannot start.
@@ -219,16 +219,20 @@ impl Dashboard {
             tracing::error!(%err, "cannot encode the OpenAPI document");
             "{}".to_owned()
         });
+        let shutdown = CancellationToken::new();
+        let live = ws::LiveFeed::start(&services.bus, &options.ws, shutdown.clone());
         let state = AppState {
             inner: Arc::new(Inner {
                 services,
+                live,
                 policy: RwLock::new(Arc::new(policy)),
                 deliveries: Mutex::new(SeenDeliveries::default()),
                 timeline: Mutex::new(Timeline::new()),
                 analyses: Mutex::new(std::collections::HashMap::new()),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 openapi,
-                snapshot_cache: tokio::sync::Mutex::new(None),
+                snapshot_cache: Mutex::new(None),
+                snapshot_build: Arc::new(tokio::sync::Mutex::new(())),
                 bind: config.dashboard.bind.clone(),
                 bound_to_loopback: config
                     .dashboard
@@ -241,6 +245,11 @@ impl Dashboard {
         };
         tokio::spawn(state.clone().follow_events());
         Ok(Self { state })
+    }
+
+    /// WebSocket sessions open now.
+    pub fn live_sessions(&self) -> usize {
+        self.state.inner.live.subscribers()
     }
 
     /// The access policy in force.
@@ -563,7 +572,7 @@ async fn live(
     } else {
         upgrade
     };
-    let events = state.services().bus.subscribe(filter);
+    let events = state.inner.live.subscribe(filter);
     let snapshot_state = state.clone();
     let snapshots: ws::SnapshotSource = Arc::new(move || {
         let state = snapshot_state.clone();
@@ -589,42 +598,67 @@ async fn live(
 }
 
 impl AppState {
-    /// The current snapshot message for `role`, built at most about twice
-    /// per snapshot period for every client together.
-    async fn snapshot_frame(&self, role: Role) -> Option<Arc<str>> {
+    /// The current snapshot message for `role`.
+    ///
+    /// Built at most about twice per snapshot period for every client
+    /// together, and never waited for once there is one: a stale message is
+    /// answered at once while a fresh one is built in the background, so
+    /// a thousand sessions whose ticks fall during a build (store queries,
+    /// JSON encoding) do not stall their live events behind it. Only the
+    /// very first snapshot is waited for.
+    async fn snapshot_frame(&self, role: Role) -> Option<Utf8Bytes> {
         let fresh_for = self.inner.options.ws.snapshot_every / 2;
-        let mut cache = self.inner.snapshot_cache.lock().await;
-        if let Some((built, frames)) = cache.as_ref()
-            && built.elapsed() < fresh_for
-        {
-            return Some(pick(frames, role));
+        let stale = {
+            let cache = lock(&self.inner.snapshot_cache);
+            cache
+                .as_ref()
+                .map(|(built, frames)| (built.elapsed() >= fresh_for, pick(frames, role)))
+        };
+        match stale {
+            Some((false, frame)) => Some(frame),
+            Some((true, frame)) => {
+                if let Ok(building) = Arc::clone(&self.inner.snapshot_build).try_lock_owned() {
+                    let state = self.clone();
+                    tokio::spawn(async move {
+                        let _building = building;
+                        state.build_snapshot().await;
+                    });
+                }
+                Some(frame)
+            }
+            None => {
+                let _building = self.inner.snapshot_build.lock().await;
+                // Another session may have built it meanwhile.
+                if let Some((_, frames)) = lock(&self.inner.snapshot_cache).as_ref() {
+                    return Some(pick(frames, role));
+                }
+                self.build_snapshot()
+                    .await
+                    .map(|frames| pick(&frames, role))
+            }
         }
-        let mut view = view::dashboard(self, Role::Admin).await;
-        let admin = serde_json::to_string(&view::SnapshotMessage {
-            kind: "snapshot",
-            snapshot: &view,
-        })
-        .ok()?;
+    }
+
+    /// Builds both snapshot messages and caches them; `None` when they
+    /// cannot be encoded.
+    async fn build_snapshot(&self) -> Option<ws::Frames> {
+        let mut view = view::dashboard(self, Role::Admin, view::RecentEvents::Omit).await;
+        let admin = serde_json::to_string(&view::SnapshotMessage::new(&view)).ok()?;
         view.access.role = Role::ReadOnly;
-        let read_only = serde_json::to_string(&view::SnapshotMessage {
-            kind: "snapshot",
-            snapshot: &view,
-        })
-        .ok()?;
+        let read_only = serde_json::to_string(&view::SnapshotMessage::new(&view)).ok()?;
         let frames = ws::Frames {
             admin: admin.into(),
             read_only: read_only.into(),
         };
-        let picked = pick(&frames, role);
-        *cache = Some((tokio::time::Instant::now(), frames));
-        Some(picked)
+        *lock(&self.inner.snapshot_cache) = Some((tokio::time::Instant::now(), frames.clone()));
+        Some(frames)
     }
 }
 
-fn pick(frames: &ws::Frames, role: Role) -> Arc<str> {
+fn pick(frames: &ws::Frames, role: Role) -> Utf8Bytes {
     match role {
-        Role::Admin => Arc::clone(&frames.admin),
-        Role::ReadOnly => Arc::clone(&frames.read_only),
+        Role::Admin => frames.admin.clone(),
+        Role::ReadOnly => frames.read_only.clone(),
     }
 }
 

@@ -185,6 +185,8 @@ pub(crate) struct AppState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) services: Services,
+    /// The bus's events, encoded once for every WebSocket session.
+    pub(crate) live: crate::ws::LiveFeed,
     pub(crate) policy: RwLock<Arc<AccessPolicy>>,
     pub(crate) deliveries: Mutex<SeenDeliveries>,
     pub(crate) timeline: Mutex<Timeline>,
@@ -194,8 +196,10 @@ pub(crate) struct Inner {
     pub(crate) openapi: String,
     pub(crate) bind: String,
     pub(crate) bound_to_loopback: bool,
-    pub(crate) snapshot_cache:
-        tokio::sync::Mutex<Option<(tokio::time::Instant, crate::ws::Frames)>>,
+    /// The last snapshot messages built, and when.
+    pub(crate) snapshot_cache: Mutex<Option<(tokio::time::Instant, crate::ws::Frames)>>,
+    /// Held while a snapshot is being built: one build at a time.
+    pub(crate) snapshot_build: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {

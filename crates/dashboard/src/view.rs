@@ -85,12 +85,130 @@ pub struct DashboardView {
     pub timeline: Vec<TimelineBucket>,
 }
 
-/// A WebSocket snapshot message.
+/// A WebSocket snapshot message: the [`DashboardView`] without its recent
+/// events, which the stream sends one by one as they happen anyway, and
+/// with its recent jobs as table rows ([`JobRow`]). Every
+/// client gets this message every second, and a socket's write buffer
+/// keeps the capacity of the largest message it sent for as long as the
+/// client stays, so its size is most of an idle client's memory.
 #[derive(Debug, Serialize)]
 pub(crate) struct SnapshotMessage<'a> {
     #[serde(rename = "type")]
-    pub(crate) kind: &'static str,
-    pub(crate) snapshot: &'a DashboardView,
+    kind: &'static str,
+    snapshot: LiveSnapshot<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiveSnapshot<'a> {
+    access: &'a AccessView,
+    orchestrator: &'a OrchestratorSnapshot,
+    health: &'a HealthStatus,
+    repositories: &'a [RepositoryView],
+    recent_jobs: Vec<JobRow<'a>>,
+    timeline: &'a [TimelineBucket],
+}
+
+/// A recent job in the live snapshot: what a row of the jobs table shows.
+/// The full job (steps, trigger paths, diff, impact, the whole error) is
+/// one `GET /api/jobs/{id}` away; a trigger's paths alone can be thousands.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobRow<'a> {
+    id: orchex_core::JobId,
+    repo: &'a orchex_core::RepoId,
+    pipeline: &'a str,
+    state: JobState,
+    trigger: TriggerRow,
+    created_at: orchex_core::Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<orchex_core::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<orchex_core::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skip_reason: Option<&'a orchex_core::SkipReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<orchex_core::RollbackState>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TriggerRow {
+    kind: TriggerKind,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    force: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+}
+
+/// Bytes of a job's error the live snapshot carries.
+const ROW_ERROR_BYTES: usize = 240;
+
+impl<'a> JobRow<'a> {
+    fn new(job: &'a Job) -> Self {
+        Self {
+            id: job.id,
+            repo: &job.repo,
+            pipeline: &job.pipeline,
+            state: job.state(),
+            trigger: TriggerRow {
+                kind: job.trigger.kind,
+                force: job.trigger.force,
+                dry_run: job.trigger.dry_run,
+            },
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            changed: job.changed,
+            skip_reason: job.skip_reason.as_ref(),
+            error: job
+                .error
+                .as_deref()
+                .map(|error| prefix_at_char_boundary(error, ROW_ERROR_BYTES)),
+            rollback: job.rollback,
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl<'a> SnapshotMessage<'a> {
+    pub(crate) fn new(view: &'a DashboardView) -> Self {
+        Self {
+            kind: "snapshot",
+            snapshot: LiveSnapshot {
+                access: &view.access,
+                orchestrator: &view.orchestrator,
+                health: &view.health,
+                repositories: &view.repositories,
+                recent_jobs: view.recent_jobs.iter().map(JobRow::new).collect(),
+                timeline: &view.timeline,
+            },
+        }
+    }
+}
+
+/// Whether [`dashboard`] reads the recent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecentEvents {
+    Include,
+    /// For the WebSocket snapshot, which does not send them.
+    Omit,
 }
 
 pub(crate) fn watcher_view(status: Option<orchex_monitor::RepoStatus>) -> WatcherView {
@@ -146,7 +264,11 @@ pub(crate) fn repositories(state: &AppState) -> Vec<RepositoryView> {
 }
 
 /// The dashboard snapshot for `role`.
-pub(crate) async fn dashboard(state: &AppState, role: Role) -> DashboardView {
+pub(crate) async fn dashboard(
+    state: &AppState,
+    role: Role,
+    recent_events: RecentEvents,
+) -> DashboardView {
     let services = state.services();
     let orchestrator = services.orchestrator.snapshot().await;
     let store = &services.store;
@@ -160,15 +282,18 @@ pub(crate) async fn dashboard(state: &AppState, role: Role) -> DashboardView {
             Vec::new()
         }
     };
-    let recent_events = match store
-        .query_events(EventFilter::new(), PageRequest::first().limit(50))
-        .await
-    {
-        Ok(page) => page.items,
-        Err(err) => {
-            tracing::warn!(%err, "dashboard: cannot list recent events");
-            Vec::new()
-        }
+    let recent_events = match recent_events {
+        RecentEvents::Omit => Vec::new(),
+        RecentEvents::Include => match store
+            .query_events(EventFilter::new(), PageRequest::first().limit(50))
+            .await
+        {
+            Ok(page) => page.items,
+            Err(err) => {
+                tracing::warn!(%err, "dashboard: cannot list recent events");
+                Vec::new()
+            }
+        },
     };
     let timeline = lock(&state.inner.timeline).buckets(orchex_core::Timestamp::now());
     DashboardView {
@@ -373,5 +498,28 @@ mod tests {
         assert!((percentile(&values, 0.95) - 95.0).abs() < 1.01);
         assert!((percentile(&[], 0.95)).abs() < f64::EPSILON);
         assert!((percentile(&[7.0], 0.5) - 7.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_snapshot_row_leaves_out_paths_steps_and_most_of_a_long_error() {
+        let repo = orchex_core::RepoId::new("api").unwrap_or_else(|e| panic!("{e}"));
+        let mut trigger = orchex_core::Trigger::new(repo.clone(), TriggerKind::FileChange);
+        trigger.paths = (0..10_000)
+            .map(|i| format!("src/generated/file_{i}.rs"))
+            .collect();
+        trigger.dry_run = true;
+        let mut job = Job::new(repo, "codegen".into(), trigger);
+        job.error = Some("é".repeat(1000));
+        let row = serde_json::to_value(JobRow::new(&job)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            row["trigger"],
+            serde_json::json!({"kind": "fileChange", "dryRun": true})
+        );
+        assert_eq!(row["state"], "queued");
+        assert!(row.get("steps").is_none());
+        let error = row["error"].as_str().unwrap_or_default();
+        assert!(error.len() <= ROW_ERROR_BYTES && error.len() >= ROW_ERROR_BYTES - 1);
+        assert!(serde_json::to_string(&row).unwrap_or_default().len() < 1000);
+        assert_eq!(prefix_at_char_boundary("short", 240), "short");
     }
 }

@@ -7,26 +7,47 @@
 //! axum's `testing-websockets` example does, and served over a real socket
 //! by the handler.
 //!
-//! A client that reads too slowly never slows anyone else: events reach
-//! each session through its own broadcast receiver and snapshots are
-//! shared, already serialised frames. Between the session and the socket
-//! sits a queue of [`WsOptions::send_buffer`] messages. When it is full,
-//! events are dropped and counted; once there is room again the client gets
-//! `{"type": "lagged", "missed": N}` and a fresh snapshot. A client whose
-//! queue stays full, or whose socket accepts nothing, for
+//! Work per event is shared, not repeated per client: a [`LiveFeed`]
+//! encodes each event of the bus once into a ready message and hands the
+//! sessions batches of them (events arriving within [`FEED_BATCH_WINDOW`]
+//! of each other travel together), and every session forwards the same
+//! reference-counted texts; snapshots are shared the same way. A session's
+//! writer feeds everything queued (up to [`WRITE_BATCH_BYTES`]) before it
+//! flushes, so a batch of events costs one wake-up and one socket write per
+//! client rather than one per event.
+//!
+//! A client that reads too slowly never slows anyone else: between the
+//! session and the socket sits a queue of [`WsOptions::send_buffer`]
+//! messages. When it is full, events are dropped and counted; once there is
+//! room again the client gets `{"type": "lagged", "missed": N}`, and a fresh
+//! snapshot unless one went out less than half a snapshot period ago (a
+//! client that keeps lagging would otherwise be sent a snapshot after every
+//! lag, many times the traffic of the events it cannot keep up with). A
+//! client whose queue stays full, or whose socket accepts nothing, for
 //! [`WsOptions::stuck_after`] is disconnected.
 
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::future::{BoxFuture, Either};
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
-use orchex_telemetry::{Received, Subscription};
-use tokio::sync::mpsc;
+use orchex_core::Event;
+use orchex_telemetry::{LiveFilter, Received, TelemetryBus};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+/// How many bytes of queued messages a session's writer feeds to the
+/// socket before it flushes. Bounds the socket's write buffer, which keeps
+/// the capacity of the largest write for as long as the client stays.
+pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// How many events a session takes from its feed in one go before it looks
+/// at its timers and its socket again.
+const DRAIN_BATCH: usize = 256;
 
 /// The WebSocket's buffers and timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +62,13 @@ pub struct WsOptions {
     /// How often the server pings; a client silent for two periods is
     /// disconnected.
     pub ping_every: Duration,
+    /// How long the [`LiveFeed`] gathers events into one batch while they
+    /// come fast (an event after a quiet spell goes out at once). Every
+    /// session wakes and writes once per batch, so a longer window costs
+    /// that much latency and saves CPU under load.
+    pub feed_window: Duration,
+    /// Batches the [`LiveFeed`] keeps for sessions that are behind.
+    pub feed_capacity: usize,
 }
 
 impl Default for WsOptions {
@@ -50,7 +78,335 @@ impl Default for WsOptions {
             stuck_after: Duration::from_secs(10),
             snapshot_every: Duration::from_secs(1),
             ping_every: Duration::from_secs(20),
+            feed_window: FEED_BATCH_WINDOW,
+            feed_capacity: LiveFeed::DEFAULT_CAPACITY,
         }
+    }
+}
+
+/// An event and its message (`{"type": "event", "event": ...}`), encoded
+/// once for every session.
+#[derive(Debug)]
+struct EncodedEvent {
+    event: Arc<Event>,
+    message: Utf8Bytes,
+}
+
+#[derive(Debug)]
+enum FeedEntry {
+    Event(EncodedEvent),
+    /// The encoder fell behind the bus and missed this many events.
+    Missed(u64),
+    /// The bus is gone.
+    Closed,
+}
+
+/// What the encoder broadcasts: the entries of one batch window.
+#[derive(Debug)]
+struct Batch {
+    entries: Vec<FeedEntry>,
+    /// Events (encoded or missed) in every batch before this one: a
+    /// session that fell behind the feed counts what it missed from it.
+    events_before: u64,
+}
+
+impl Batch {
+    fn events(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|entry| match entry {
+                FeedEntry::Event(_) => 1,
+                FeedEntry::Missed(missed) => *missed,
+                FeedEntry::Closed => 0,
+            })
+            .sum()
+    }
+}
+
+type FeedBatch = Arc<Batch>;
+
+/// The default [`WsOptions::feed_window`]: how long the feed gathers events
+/// into one batch while they come fast. Every session wakes once per batch,
+/// not once per event.
+pub const FEED_BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+/// Entries in one batch at most.
+const FEED_BATCH_MAX: usize = 1024;
+
+/// The bus's events, each encoded once into its WebSocket message and
+/// shared by every session ([`LiveFeed::subscribe`]).
+///
+/// One task follows the bus, encodes, and hands the sessions batches: an
+/// event that arrives after a quiet spell goes out at once, and events that
+/// follow within [`WsOptions::feed_window`] of the last batch are gathered
+/// into the next, so a session wakes (and writes to its socket) at most once per
+/// window however fast events come, and latency grows by at most the
+/// window. The encoding is skipped while nobody is subscribed. Cheap to
+/// clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use orchex_dashboard::ws::{LiveFeed, WsOptions};
+/// use orchex_telemetry::{BusConfig, LiveFilter, TelemetryBus};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let bus = TelemetryBus::live_only(BusConfig::default());
+/// let feed = LiveFeed::start(&bus, &WsOptions::default(), CancellationToken::new());
+/// let mut events = feed.subscribe(LiveFilter::all());
+/// bus.publish(orchex_core::Event::new(orchex_core::EventKind::JobQueued, "queued"));
+/// let text = events.recv().await.expect("an event").expect("not lagged");
+/// assert!(text.as_str().starts_with(r#"{"type":"event","event":{"#));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LiveFeed {
+    tx: broadcast::Sender<FeedBatch>,
+    /// Where the next batch starts ([`Batch::events_before`]): a session
+    /// subscribing now knows where it starts, and so what it missed even
+    /// before its first batch.
+    next_batch_starts: Arc<AtomicU64>,
+}
+
+impl LiveFeed {
+    /// Batches kept for sessions that are behind, by default. Sessions move
+    /// each batch into their own send buffer at once, so the feed only
+    /// covers a session task waiting for a worker thread; at the
+    /// default [`WsOptions::feed_window`] this is at least 640 ms of events. The
+    /// channel keeps its last batches even once read, so this is also
+    /// memory held for good.
+    pub const DEFAULT_CAPACITY: usize = 128;
+
+    /// Starts encoding the events of `bus`, in batches of
+    /// [`WsOptions::feed_window`], keeping the last
+    /// [`WsOptions::feed_capacity`] batches for sessions that are behind;
+    /// the encoder stops when the bus closes or `shutdown` is cancelled.
+    /// Must be called within a tokio runtime.
+    pub fn start(bus: &TelemetryBus, options: &WsOptions, shutdown: CancellationToken) -> Self {
+        let (tx, _) = broadcast::channel(options.feed_capacity.max(1));
+        let events = bus.subscribe(LiveFilter::all());
+        let next_batch_starts = Arc::new(AtomicU64::new(0));
+        tokio::spawn(encode_feed(
+            events,
+            tx.clone(),
+            Arc::clone(&next_batch_starts),
+            options.feed_window,
+            shutdown,
+        ));
+        Self {
+            tx,
+            next_batch_starts,
+        }
+    }
+
+    /// The encoded events matching `filter`, from now on.
+    pub fn subscribe(&self, filter: LiveFilter) -> LiveEvents {
+        // Subscribed first: a batch sent before the position is read is not
+        // received, and then the position is already past it.
+        let rx = self.tx.subscribe();
+        LiveEvents {
+            rx,
+            filter,
+            batch: None,
+            next_events_before: self.next_batch_starts.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Sessions subscribed now.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// The feed's encoder: bus events in, batches out (see [`LiveFeed`]).
+async fn encode_feed(
+    mut events: orchex_telemetry::Subscription,
+    tx: broadcast::Sender<FeedBatch>,
+    next_batch_starts: Arc<AtomicU64>,
+    window: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut batch: Vec<FeedEntry> = Vec::new();
+    let mut last_sent: Option<Instant> = None;
+    let mut events_before = 0;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = events.recv() => received,
+        };
+        let mut open = gather(&mut batch, received, &tx);
+        while open && batch.len() < FEED_BATCH_MAX {
+            let Some(received) = events.try_recv() else {
+                break;
+            };
+            open = gather(&mut batch, Some(received), &tx);
+        }
+        // Events came fast: fill the rest of the window.
+        if let Some(due) = last_sent.map(|sent| sent + window)
+            && open
+            && Instant::now() < due
+        {
+            let sleep = tokio::time::sleep_until(due);
+            tokio::pin!(sleep);
+            while open && batch.len() < FEED_BATCH_MAX {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    () = shutdown.cancelled() => return,
+                    received = events.recv() => open = gather(&mut batch, received, &tx),
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let batch = Batch {
+                entries: std::mem::take(&mut batch),
+                events_before,
+            };
+            events_before += batch.events();
+            // Before the send: see `LiveFeed::subscribe`.
+            next_batch_starts.store(events_before, Ordering::SeqCst);
+            // Err only means nobody listens right now.
+            let _ = tx.send(Arc::new(batch));
+            last_sent = Some(Instant::now());
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Adds what the bus gave to `batch`; `false` once the bus is gone.
+fn gather(
+    batch: &mut Vec<FeedEntry>,
+    received: Option<Received>,
+    tx: &broadcast::Sender<FeedBatch>,
+) -> bool {
+    match received {
+        Some(Received::Event(event)) => {
+            if tx.receiver_count() > 0
+                && let Some(message) = encode_event(&event)
+            {
+                batch.push(FeedEntry::Event(EncodedEvent { event, message }));
+            }
+            true
+        }
+        Some(Received::Lagged(missed)) => {
+            batch.push(FeedEntry::Missed(missed));
+            true
+        }
+        None => {
+            batch.push(FeedEntry::Closed);
+            false
+        }
+    }
+}
+
+fn encode_event(event: &Event) -> Option<Utf8Bytes> {
+    #[derive(serde::Serialize)]
+    struct EventMessage<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        event: &'a Event,
+    }
+    match serde_json::to_string(&EventMessage {
+        kind: "event",
+        event,
+    }) {
+        Ok(text) => Some(text.into()),
+        Err(err) => {
+            tracing::warn!(%err, "cannot encode an event for the live stream");
+            None
+        }
+    }
+}
+
+/// One session's view of a [`LiveFeed`]: the messages of the events that
+/// match its filter.
+#[derive(Debug)]
+pub struct LiveEvents {
+    rx: broadcast::Receiver<FeedBatch>,
+    filter: LiveFilter,
+    /// The batch being read, and the next entry's index.
+    batch: Option<(FeedBatch, usize)>,
+    /// Where the next batch starts if none was missed.
+    next_events_before: u64,
+}
+
+/// What [`LiveEvents`] yields when it is not an event's message: the
+/// session fell behind the feed, or the bus is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FeedGap {
+    /// This many events (of any kind, so at most this many matching ones)
+    /// were missed.
+    Missed(u64),
+    /// The bus is gone; nothing more will come.
+    Closed,
+}
+
+impl LiveEvents {
+    /// The next matching event's message, or the gap before it; `None`
+    /// once the feed is gone.
+    pub async fn recv(&mut self) -> Option<Result<Utf8Bytes, FeedGap>> {
+        loop {
+            if let Some(found) = self.next_in_batch() {
+                return Some(found);
+            }
+            match self.rx.recv().await {
+                Ok(batch) => {
+                    if let Some(gap) = self.start_batch(batch) {
+                        return Some(Err(gap));
+                    }
+                }
+                // The next batch tells how many events were missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Like [`LiveEvents::recv`] without waiting: `None` when nothing
+    /// matching is buffered.
+    pub fn try_recv(&mut self) -> Option<Result<Utf8Bytes, FeedGap>> {
+        loop {
+            if let Some(found) = self.next_in_batch() {
+                return Some(found);
+            }
+            match self.rx.try_recv() {
+                Ok(batch) => {
+                    if let Some(gap) = self.start_batch(batch) {
+                        return Some(Err(gap));
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Starts reading `batch`; the events missed before it, if any.
+    fn start_batch(&mut self, batch: FeedBatch) -> Option<FeedGap> {
+        let expected = self.next_events_before;
+        let starts = batch.events_before;
+        self.next_events_before = starts + batch.events();
+        self.batch = Some((batch, 0));
+        (starts > expected).then(|| FeedGap::Missed(starts - expected))
+    }
+
+    fn next_in_batch(&mut self) -> Option<Result<Utf8Bytes, FeedGap>> {
+        let (batch, next) = self.batch.as_mut()?;
+        while let Some(entry) = batch.entries.get(*next) {
+            *next += 1;
+            match entry {
+                FeedEntry::Event(encoded) if self.filter.matches(&encoded.event) => {
+                    return Some(Ok(encoded.message.clone()));
+                }
+                FeedEntry::Event(_) => {}
+                FeedEntry::Missed(missed) => return Some(Err(FeedGap::Missed(*missed))),
+                FeedEntry::Closed => return Some(Err(FeedGap::Closed)),
+            }
+        }
+        self.batch = None;
+        None
     }
 }
 
@@ -58,13 +414,13 @@ impl Default for WsOptions {
 /// `"role": "readOnly"` so the page hides its controls).
 #[derive(Debug, Clone)]
 pub(crate) struct Frames {
-    pub(crate) admin: Arc<str>,
-    pub(crate) read_only: Arc<str>,
+    pub(crate) admin: Utf8Bytes,
+    pub(crate) read_only: Utf8Bytes,
 }
 
 /// Produces the current snapshot message (`{"type": "snapshot", ...}`),
-/// already serialised; `None` when it cannot be built right now.
-pub type SnapshotSource = Arc<dyn Fn() -> BoxFuture<'static, Option<Arc<str>>> + Send + Sync>;
+/// already serialised and shared; `None` when it cannot be built right now.
+pub type SnapshotSource = Arc<dyn Fn() -> BoxFuture<'static, Option<Utf8Bytes>> + Send + Sync>;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +443,8 @@ pub enum Ending {
 
 /// One client's session.
 pub struct Session {
-    /// The client's live events (already filtered).
-    pub events: Subscription,
+    /// The client's live events (already filtered and encoded).
+    pub events: LiveEvents,
     /// The snapshot source.
     pub snapshots: SnapshotSource,
     /// Buffers and timers.
@@ -106,13 +462,16 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn event_message(event: &orchex_core::Event) -> Option<Message> {
-    let text = serde_json::to_string(&serde_json::json!({"type": "event", "event": event})).ok()?;
-    Some(Message::Text(text.into()))
-}
-
 fn lagged_message(missed: u64) -> Message {
     Message::Text(format!(r#"{{"type":"lagged","missed":{missed}}}"#).into())
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 2,
+    }
 }
 
 struct Outbox {
@@ -158,14 +517,59 @@ impl Outbox {
         }
     }
 
+    /// Forwards what the feed yielded.
+    async fn forward(&mut self, item: Result<Utf8Bytes, FeedGap>) -> Result<(), Ending> {
+        match item {
+            Ok(text) => self.offer(Message::Text(text), true).await,
+            Err(FeedGap::Missed(missed)) => {
+                self.missed += missed;
+                Ok(())
+            }
+            Err(FeedGap::Closed) => Err(Ending::BusClosed),
+        }
+    }
+
     /// Whether a `lagged` notice and a snapshot fit now.
     fn can_report_lag(&self) -> bool {
         self.missed > 0 && self.queue.capacity() >= 2
     }
 }
 
+/// Writes what the session queues: everything already queued (up to
+/// [`WRITE_BATCH_BYTES`]) is fed to the sink, then flushed once.
+async fn write_queued<Tx>(
+    mut sink: Tx,
+    mut queued: mpsc::Receiver<Message>,
+    stuck_after: Duration,
+) -> Ending
+where
+    Tx: Sink<Message> + Unpin + Send,
+{
+    while let Some(first) = queued.recv().await {
+        let batch = async {
+            let mut bytes = message_len(&first);
+            sink.feed(first).await?;
+            while bytes < WRITE_BATCH_BYTES {
+                let Ok(next) = queued.try_recv() else {
+                    break;
+                };
+                bytes += message_len(&next);
+                sink.feed(next).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(stuck_after, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ending::SendFailed,
+            Err(_) => return Ending::Stuck,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    Ending::Shutdown
+}
+
 /// Runs one client's session over `sink` and `stream` until it ends.
-pub async fn run_session<Tx, Rx, E>(session: Session, mut sink: Tx, mut stream: Rx) -> Ending
+pub async fn run_session<Tx, Rx, E>(session: Session, sink: Tx, mut stream: Rx) -> Ending
 where
     Tx: Sink<Message> + Unpin + Send,
     Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
@@ -176,20 +580,9 @@ where
         options,
         shutdown,
     } = session;
-    let (queue, mut queued) = mpsc::channel::<Message>(options.send_buffer.max(2));
+    let (queue, queued) = mpsc::channel::<Message>(options.send_buffer.max(2));
     let stuck_after = options.stuck_after;
-
-    let writer = async move {
-        while let Some(message) = queued.recv().await {
-            match tokio::time::timeout(stuck_after, sink.send(message)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Ending::SendFailed,
-                Err(_) => return Ending::Stuck,
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-        Ending::Shutdown
-    };
+    let writer = write_queued(sink, queued, stuck_after);
 
     let producer = async move {
         let mut outbox = Outbox {
@@ -198,12 +591,11 @@ where
             full_since: None,
             stuck_after,
         };
-        if let Some(frame) = snapshots().await {
-            outbox
-                .offer(Message::Text(Utf8Bytes::from(&*frame)), false)
-                .await?;
-        }
         let start = Instant::now();
+        if let Some(frame) = snapshots().await {
+            outbox.offer(Message::Text(frame), false).await?;
+        }
+        let mut last_snapshot = start;
         let mut snapshot_ticker =
             tokio::time::interval_at(start + options.snapshot_every, options.snapshot_every);
         snapshot_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -215,10 +607,11 @@ where
             if outbox.can_report_lag() {
                 let missed = std::mem::take(&mut outbox.missed);
                 outbox.offer(lagged_message(missed), false).await?;
-                if let Some(frame) = snapshots().await {
-                    outbox
-                        .offer(Message::Text(Utf8Bytes::from(&*frame)), false)
-                        .await?;
+                if last_snapshot.elapsed() >= options.snapshot_every / 2
+                    && let Some(frame) = snapshots().await
+                {
+                    outbox.offer(Message::Text(frame), false).await?;
+                    last_snapshot = Instant::now();
                 }
             }
             tokio::select! {
@@ -229,18 +622,22 @@ where
                     })));
                     return Err::<(), Ending>(Ending::Shutdown);
                 }
-                received = events.recv() => match received {
-                    Some(Received::Event(event)) => {
-                        if let Some(message) = event_message(&event) {
-                            outbox.offer(message, true).await?;
-                        }
+                received = events.recv() => {
+                    let Some(item) = received else {
+                        return Err(Ending::BusClosed);
+                    };
+                    outbox.forward(item).await?;
+                    // Take what else is buffered before polling the timers
+                    // and the socket again.
+                    for _ in 0..DRAIN_BATCH {
+                        let Some(item) = events.try_recv() else { break };
+                        outbox.forward(item).await?;
                     }
-                    Some(Received::Lagged(missed)) => outbox.missed += missed,
-                    None => return Err(Ending::BusClosed),
-                },
+                }
                 _ = snapshot_ticker.tick() => {
                     if let Some(frame) = snapshots().await {
-                        outbox.offer(Message::Text(Utf8Bytes::from(&*frame)), false).await?;
+                        outbox.offer(Message::Text(frame), false).await?;
+                        last_snapshot = Instant::now();
                     }
                 }
                 _ = ping_ticker.tick() => {
@@ -271,5 +668,99 @@ where
             ending
         }
         Either::Right((ending, _)) => ending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orchex_core::{EventKind, RepoId};
+    use orchex_telemetry::BusConfig;
+
+    use super::*;
+
+    fn feed_options(capacity: usize) -> WsOptions {
+        WsOptions {
+            feed_capacity: capacity,
+            ..WsOptions::default()
+        }
+    }
+
+    fn event(i: usize) -> Event {
+        Event::new(EventKind::JobQueued, format!("event {i}"))
+    }
+
+    fn message_of(item: Option<Result<Utf8Bytes, FeedGap>>) -> String {
+        let text = item.unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        value["event"]["message"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_come_fast_share_a_batch_and_every_one_arrives_in_order() {
+        let bus = orchex_telemetry::TelemetryBus::live_only(BusConfig::default());
+        let feed = LiveFeed::start(&bus, &feed_options(16), CancellationToken::new());
+        let mut events = feed.subscribe(LiveFilter::all());
+        bus.publish(event(0));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Within the window of the first batch: gathered into one more.
+        for i in 1..=5 {
+            bus.publish(event(i));
+        }
+        tokio::time::sleep(FEED_BATCH_WINDOW * 2).await;
+        let mut batches = Vec::new();
+        while let Ok(batch) = events.rx.try_recv() {
+            batches.push(batch.entries.len());
+        }
+        assert_eq!(batches, vec![1, 5]);
+
+        let mut events = feed.subscribe(LiveFilter::all());
+        for i in 0..40 {
+            bus.publish(event(i));
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for i in 0..40 {
+            assert_eq!(message_of(events.recv().await), format!("event {i}"));
+        }
+        assert!(events.try_recv().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_behind_the_feed_learns_exactly_how_many_events_it_missed() {
+        let bus = orchex_telemetry::TelemetryBus::live_only(BusConfig::default());
+        let feed = LiveFeed::start(&bus, &feed_options(2), CancellationToken::new());
+        let mut events = feed.subscribe(LiveFilter::all());
+        // Ten batches of one event each; the feed keeps the last two.
+        for i in 0..10 {
+            bus.publish(event(i));
+            tokio::time::sleep(FEED_BATCH_WINDOW * 2).await;
+        }
+        assert_eq!(events.recv().await, Some(Err(FeedGap::Missed(8))));
+        assert_eq!(message_of(events.recv().await), "event 8");
+        assert_eq!(message_of(events.try_recv()), "event 9");
+        assert!(events.try_recv().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_sees_only_what_its_filter_matches() {
+        let bus = orchex_telemetry::TelemetryBus::live_only(BusConfig::default());
+        let feed = LiveFeed::start(&bus, &feed_options(16), CancellationToken::new());
+        let api = RepoId::new("api").unwrap();
+        let mut only_api = feed.subscribe(LiveFilter::all().repo(api.clone()));
+        let mut failures = feed.subscribe(LiveFilter::all().kind(EventKind::JobFailed));
+        bus.publish(event(0).with_repo(api.clone()));
+        bus.publish(Event::new(EventKind::JobFailed, "failed"));
+        bus.publish(event(1));
+        assert_eq!(message_of(only_api.recv().await), "event 0");
+        assert_eq!(message_of(failures.recv().await), "failed");
+        tokio::time::sleep(FEED_BATCH_WINDOW * 2).await;
+        assert!(only_api.try_recv().is_none());
+        assert!(failures.try_recv().is_none());
+        assert_eq!(feed.subscribers(), 2);
+        drop(only_api);
+        assert_eq!(feed.subscribers(), 1);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures::{SinkExt as _, StreamExt as _};
 use orchex_core::{Event, EventKind, RepoId};
-use orchex_dashboard::ws::{Ending, Session, SnapshotSource, WsOptions, run_session};
+use orchex_dashboard::ws::{Ending, LiveFeed, Session, SnapshotSource, WsOptions, run_session};
 use orchex_telemetry::{BusConfig, LiveFilter, TelemetryBus};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ fn counting_source(calls: Arc<AtomicUsize>) -> SnapshotSource {
         let calls = Arc::clone(&calls);
         Box::pin(async move {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            Some(Arc::from(format!(r#"{{"type":"snapshot","n":{n}}}"#)))
+            Some(format!(r#"{{"type":"snapshot","n":{n}}}"#).into())
         })
     })
 }
@@ -37,7 +37,8 @@ type Incoming = futures::stream::Pending<Result<Message, std::io::Error>>;
 
 fn session(bus: &TelemetryBus, source: SnapshotSource, options: WsOptions) -> Session {
     Session {
-        events: bus.subscribe(LiveFilter::all()),
+        events: LiveFeed::start(bus, &options, CancellationToken::new())
+            .subscribe(LiveFilter::all()),
         snapshots: source,
         options,
         shutdown: CancellationToken::new(),
