@@ -6,7 +6,9 @@
 // the DOM is built with createElement/textContent only, never innerHTML.
 //
 // Data flow: GET /api/dashboard gives a DashboardView; the WebSocket then
-// pushes a fresh snapshot every second plus every event as it happens.
+// pushes a fresh snapshot every second (in sections, merged into the last:
+// the jobs and the timeline only when they changed) plus every event as it
+// happens.
 // render(snapshot) is idempotent, and keyed lists reuse unchanged rows so a
 // once-a-second re-render does not steal hover, focus or text selection.
 
@@ -1118,7 +1120,9 @@
       live.retryMs = BACKOFF_MIN_MS;
     }
     switch (msg.type) {
-      case 'snapshot': if (msg.snapshot) applySnapshot(msg.snapshot); break;
+      // A snapshot message may carry only some sections (the jobs and the
+      // timeline come only when they changed): merge it into what we have.
+      case 'snapshot': if (msg.snapshot) applySnapshot({ ...(app.snapshot || {}), ...msg.snapshot }); break;
       case 'event': if (msg.event) addEvents([msg.event], true); break;
       case 'lagged': showLagged(msg.missed); break;
       default: break;

@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -598,21 +598,21 @@ async fn live(
 }
 
 impl AppState {
-    /// The current snapshot message for `role`.
+    /// The current snapshot for `role`.
     ///
     /// Built at most about twice per snapshot period for every client
-    /// together, and never waited for once there is one: a stale message is
-    /// answered at once while a fresh one is built in the background, so
+    /// together, and never waited for once there is one: a stale snapshot
+    /// is answered at once while a fresh one is built in the background, so
     /// a thousand sessions whose ticks fall during a build (store queries,
     /// JSON encoding) do not stall their live events behind it. Only the
     /// very first snapshot is waited for.
-    async fn snapshot_frame(&self, role: Role) -> Option<Utf8Bytes> {
+    async fn snapshot_frame(&self, role: Role) -> Option<ws::Snapshot> {
         let fresh_for = self.inner.options.ws.snapshot_every / 2;
         let stale = {
             let cache = lock(&self.inner.snapshot_cache);
             cache
                 .as_ref()
-                .map(|(built, frames)| (built.elapsed() >= fresh_for, pick(frames, role)))
+                .map(|(built, frames)| (built.elapsed() >= fresh_for, frames.pick(role)))
         };
         match stale {
             Some((false, frame)) => Some(frame),
@@ -630,35 +630,67 @@ impl AppState {
                 let _building = self.inner.snapshot_build.lock().await;
                 // Another session may have built it meanwhile.
                 if let Some((_, frames)) = lock(&self.inner.snapshot_cache).as_ref() {
-                    return Some(pick(frames, role));
+                    return Some(frames.pick(role));
                 }
-                self.build_snapshot()
-                    .await
-                    .map(|frames| pick(&frames, role))
+                self.build_snapshot().await.map(|frames| frames.pick(role))
             }
         }
     }
 
-    /// Builds both snapshot messages and caches them; `None` when they
+    /// Builds the snapshot for both roles and caches it; `None` when it
     /// cannot be encoded.
-    async fn build_snapshot(&self) -> Option<ws::Frames> {
+    async fn build_snapshot(&self) -> Option<SnapshotFrames> {
         let mut view = view::dashboard(self, Role::Admin, view::RecentEvents::Omit).await;
-        let admin = serde_json::to_string(&view::SnapshotMessage::new(&view)).ok()?;
+        let messages = view::SnapshotMessages::new(&view).ok()?;
         view.access.role = Role::ReadOnly;
-        let read_only = serde_json::to_string(&view::SnapshotMessage::new(&view)).ok()?;
-        let frames = ws::Frames {
-            admin: admin.into(),
-            read_only: read_only.into(),
+        let core_read_only = view::SnapshotMessages::core(&view).ok()?;
+        let previous = lock(&self.inner.snapshot_cache)
+            .as_ref()
+            .map(|(_, frames)| frames.clone());
+        let section = |message: String, index: usize| {
+            let version = match previous.as_ref().and_then(|p| p.admin.sections.get(index)) {
+                Some(before) if before.message.as_str() == message => before.version,
+                Some(before) => before.version + 1,
+                None => 1,
+            };
+            ws::SnapshotSection {
+                version,
+                message: message.into(),
+            }
+        };
+        let jobs = section(messages.jobs, 1);
+        let timeline = section(messages.timeline, 2);
+        let core = |message: String| ws::SnapshotSection {
+            version: 0,
+            message: message.into(),
+        };
+        let frames = SnapshotFrames {
+            admin: ws::Snapshot {
+                sections: vec![core(messages.core), jobs.clone(), timeline.clone()],
+            },
+            read_only: ws::Snapshot {
+                sections: vec![core(core_read_only), jobs, timeline],
+            },
         };
         *lock(&self.inner.snapshot_cache) = Some((tokio::time::Instant::now(), frames.clone()));
         Some(frames)
     }
 }
 
-fn pick(frames: &ws::Frames, role: Role) -> Utf8Bytes {
-    match role {
-        Role::Admin => frames.admin.clone(),
-        Role::ReadOnly => frames.read_only.clone(),
+/// The live snapshot for each role; the sections after the first are the
+/// same for both.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotFrames {
+    admin: ws::Snapshot,
+    read_only: ws::Snapshot,
+}
+
+impl SnapshotFrames {
+    fn pick(&self, role: Role) -> ws::Snapshot {
+        match role {
+            Role::Admin => self.admin.clone(),
+            Role::ReadOnly => self.read_only.clone(),
+        }
     }
 }
 

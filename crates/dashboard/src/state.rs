@@ -197,7 +197,7 @@ pub(crate) struct Inner {
     pub(crate) bind: String,
     pub(crate) bound_to_loopback: bool,
     /// The last snapshot messages built, and when.
-    pub(crate) snapshot_cache: Mutex<Option<(tokio::time::Instant, crate::ws::Frames)>>,
+    pub(crate) snapshot_cache: Mutex<Option<(tokio::time::Instant, crate::SnapshotFrames)>>,
     /// Held while a snapshot is being built: one build at a time.
     pub(crate) snapshot_build: Arc<tokio::sync::Mutex<()>>,
 }

@@ -85,28 +85,85 @@ pub struct DashboardView {
     pub timeline: Vec<TimelineBucket>,
 }
 
-/// A WebSocket snapshot message: the [`DashboardView`] without its recent
-/// events, which the stream sends one by one as they happen anyway, and
-/// with its recent jobs as table rows ([`JobRow`]). Every
-/// client gets this message every second, and a socket's write buffer
-/// keeps the capacity of the largest message it sent for as long as the
-/// client stays, so its size is most of an idle client's memory.
+/// The WebSocket snapshot, in the sections of [`crate::ws::Snapshot`]: the
+/// [`DashboardView`] without its recent events (the stream sends each one
+/// as it happens) and with its recent jobs as table rows ([`JobRow`]).
+///
+/// `core` (access, orchestrator, health, repositories) goes to every client
+/// every second; `jobs` (`recentJobs`) and `timeline` only when they
+/// changed. Each is a whole `{"type": "snapshot", "snapshot": {...}}`
+/// message.
+#[derive(Debug)]
+pub(crate) struct SnapshotMessages {
+    pub(crate) core: String,
+    pub(crate) jobs: String,
+    pub(crate) timeline: String,
+}
+
 #[derive(Debug, Serialize)]
-pub(crate) struct SnapshotMessage<'a> {
+struct SnapshotMessage<T> {
     #[serde(rename = "type")]
     kind: &'static str,
-    snapshot: LiveSnapshot<'a>,
+    snapshot: T,
+}
+
+fn snapshot_message<T: Serialize>(snapshot: T) -> serde_json::Result<String> {
+    serde_json::to_string(&SnapshotMessage {
+        kind: "snapshot",
+        snapshot,
+    })
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct LiveSnapshot<'a> {
+struct CoreSection<'a> {
     access: &'a AccessView,
     orchestrator: &'a OrchestratorSnapshot,
     health: &'a HealthStatus,
     repositories: &'a [RepositoryView],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobsSection<'a> {
     recent_jobs: Vec<JobRow<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct TimelineSection<'a> {
     timeline: &'a [TimelineBucket],
+}
+
+impl SnapshotMessages {
+    pub(crate) fn new(view: &DashboardView) -> serde_json::Result<Self> {
+        Ok(Self {
+            core: Self::core(view)?,
+            jobs: snapshot_message(JobsSection {
+                recent_jobs: view.recent_jobs.iter().map(JobRow::new).collect(),
+            })?,
+            timeline: snapshot_message(TimelineSection {
+                timeline: &view.timeline,
+            })?,
+        })
+    }
+
+    /// The `core` section alone (the one that differs between roles).
+    pub(crate) fn core(view: &DashboardView) -> serde_json::Result<String> {
+        snapshot_message(CoreSection {
+            access: &view.access,
+            orchestrator: &view.orchestrator,
+            health: &view.health,
+            repositories: &view.repositories,
+        })
+    }
+}
+
+/// Whether [`dashboard`] reads the recent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecentEvents {
+    Include,
+    /// For the WebSocket snapshot, which does not send them.
+    Omit,
 }
 
 /// A recent job in the live snapshot: what a row of the jobs table shows.
@@ -185,30 +242,6 @@ fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-impl<'a> SnapshotMessage<'a> {
-    pub(crate) fn new(view: &'a DashboardView) -> Self {
-        Self {
-            kind: "snapshot",
-            snapshot: LiveSnapshot {
-                access: &view.access,
-                orchestrator: &view.orchestrator,
-                health: &view.health,
-                repositories: &view.repositories,
-                recent_jobs: view.recent_jobs.iter().map(JobRow::new).collect(),
-                timeline: &view.timeline,
-            },
-        }
-    }
-}
-
-/// Whether [`dashboard`] reads the recent events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecentEvents {
-    Include,
-    /// For the WebSocket snapshot, which does not send them.
-    Omit,
 }
 
 pub(crate) fn watcher_view(status: Option<orchex_monitor::RepoStatus>) -> WatcherView {

@@ -41,9 +41,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 /// How many bytes of queued messages a session's writer feeds to the
-/// socket before it flushes. Bounds the socket's write buffer, which keeps
-/// the capacity of the largest write for as long as the client stays.
-pub const WRITE_BATCH_BYTES: usize = 16 * 1024;
+/// socket before it flushes (a larger message goes alone). Bounds the
+/// socket's write buffer, which keeps the capacity of the largest write
+/// for as long as the client stays.
+pub const WRITE_BATCH_BYTES: usize = 8 * 1024;
 
 /// How many events a session takes from its feed in one go before it looks
 /// at its timers and its socket again.
@@ -410,17 +411,75 @@ impl LiveEvents {
     }
 }
 
-/// Serialised snapshot messages, one per role (the read-only one says
-/// `"role": "readOnly"` so the page hides its controls).
-#[derive(Debug, Clone)]
-pub(crate) struct Frames {
-    pub(crate) admin: Utf8Bytes,
-    pub(crate) read_only: Utf8Bytes,
+/// A snapshot, in sections: each is a complete `{"type": "snapshot",
+/// "snapshot": {...}}` message carrying some of the snapshot's fields, and
+/// a client merges each into what it has.
+///
+/// Sections keep every message small, and a socket's write buffer keeps
+/// the capacity of the largest message it sent for as long as the client
+/// stays. The first section goes out every snapshot period; each of the
+/// others only when its [`SnapshotSection::version`] moved since this
+/// client last got it (and all of them on connect and after a lag).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The sections, in a fixed order.
+    pub sections: Vec<SnapshotSection>,
 }
 
-/// Produces the current snapshot message (`{"type": "snapshot", ...}`),
-/// already serialised and shared; `None` when it cannot be built right now.
-pub type SnapshotSource = Arc<dyn Fn() -> BoxFuture<'static, Option<Utf8Bytes>> + Send + Sync>;
+/// One section of a [`Snapshot`].
+#[derive(Debug, Clone)]
+pub struct SnapshotSection {
+    /// Changes whenever the section's content does.
+    pub version: u64,
+    /// The message, already serialised and shared.
+    pub message: Utf8Bytes,
+}
+
+impl Snapshot {
+    /// A snapshot of one section: `message`, sent every period.
+    pub fn whole(message: Utf8Bytes) -> Self {
+        Self {
+            sections: vec![SnapshotSection {
+                version: 0,
+                message,
+            }],
+        }
+    }
+}
+
+/// Produces the current snapshot; `None` when it cannot be built right
+/// now.
+pub type SnapshotSource = Arc<dyn Fn() -> BoxFuture<'static, Option<Snapshot>> + Send + Sync>;
+
+/// What a session last sent of each snapshot section.
+#[derive(Debug, Default)]
+struct SentSections {
+    versions: Vec<Option<u64>>,
+}
+
+impl SentSections {
+    /// Queues the sections this client needs: the first always, the others
+    /// when they changed, or every one when `all`.
+    async fn offer(
+        &mut self,
+        outbox: &mut Outbox,
+        snapshot: &Snapshot,
+        all: bool,
+    ) -> Result<(), Ending> {
+        self.versions.resize(snapshot.sections.len(), None);
+        for (index, section) in snapshot.sections.iter().enumerate() {
+            let sent = &mut self.versions[index];
+            if all || index == 0 || *sent != Some(section.version) {
+                let queued = outbox
+                    .offer(Message::Text(section.message.clone()), false)
+                    .await?;
+                // A dropped section goes again with the next snapshot.
+                *sent = queued.then_some(section.version);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,16 +541,17 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Queues `message`; `Err` when the client has been stuck too long.
+    /// Queues `message`: `Ok(false)` when the queue was full and it was
+    /// dropped, `Err` when the client has been stuck too long.
     ///
     /// A full queue first yields once: the writer shares this task, so a
     /// burst of events must let it drain the queue into a socket that is
     /// keeping up before anything is counted as missed.
-    async fn offer(&mut self, message: Message, counts_as_missed: bool) -> Result<(), Ending> {
+    async fn offer(&mut self, message: Message, counts_as_missed: bool) -> Result<bool, Ending> {
         let message = match self.queue.try_send(message) {
             Ok(()) => {
                 self.full_since = None;
-                return Ok(());
+                return Ok(true);
             }
             Err(mpsc::error::TrySendError::Full(message)) => message,
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Ending::SendFailed),
@@ -500,7 +560,7 @@ impl Outbox {
         match self.queue.try_send(message) {
             Ok(()) => {
                 self.full_since = None;
-                Ok(())
+                Ok(true)
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if counts_as_missed {
@@ -510,7 +570,7 @@ impl Outbox {
                 if since.elapsed() >= self.stuck_after {
                     Err(Ending::Stuck)
                 } else {
-                    Ok(())
+                    Ok(false)
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Ending::SendFailed),
@@ -520,7 +580,7 @@ impl Outbox {
     /// Forwards what the feed yielded.
     async fn forward(&mut self, item: Result<Utf8Bytes, FeedGap>) -> Result<(), Ending> {
         match item {
-            Ok(text) => self.offer(Message::Text(text), true).await,
+            Ok(text) => self.offer(Message::Text(text), true).await.map(drop),
             Err(FeedGap::Missed(missed)) => {
                 self.missed += missed;
                 Ok(())
@@ -535,8 +595,9 @@ impl Outbox {
     }
 }
 
-/// Writes what the session queues: everything already queued (up to
-/// [`WRITE_BATCH_BYTES`]) is fed to the sink, then flushed once.
+/// Writes what the session queues: the messages already queued, as long
+/// as they fit in [`WRITE_BATCH_BYTES`] together, are fed to the sink, then
+/// flushed once.
 async fn write_queued<Tx>(
     mut sink: Tx,
     mut queued: mpsc::Receiver<Message>,
@@ -545,15 +606,26 @@ async fn write_queued<Tx>(
 where
     Tx: Sink<Message> + Unpin + Send,
 {
-    while let Some(first) = queued.recv().await {
+    // The message that did not fit in the last batch.
+    let mut carried: Option<Message> = None;
+    loop {
+        let first = match carried.take() {
+            Some(message) => message,
+            None => match queued.recv().await {
+                Some(message) => message,
+                None => break,
+            },
+        };
         let batch = async {
             let mut bytes = message_len(&first);
             sink.feed(first).await?;
-            while bytes < WRITE_BATCH_BYTES {
-                let Ok(next) = queued.try_recv() else {
+            while let Ok(next) = queued.try_recv() {
+                let len = message_len(&next);
+                if bytes + len > WRITE_BATCH_BYTES {
+                    carried = Some(next);
                     break;
-                };
-                bytes += message_len(&next);
+                }
+                bytes += len;
                 sink.feed(next).await?;
             }
             sink.flush().await
@@ -592,8 +664,9 @@ where
             stuck_after,
         };
         let start = Instant::now();
-        if let Some(frame) = snapshots().await {
-            outbox.offer(Message::Text(frame), false).await?;
+        let mut sent = SentSections::default();
+        if let Some(snapshot) = snapshots().await {
+            sent.offer(&mut outbox, &snapshot, true).await?;
         }
         let mut last_snapshot = start;
         let mut snapshot_ticker =
@@ -607,10 +680,12 @@ where
             if outbox.can_report_lag() {
                 let missed = std::mem::take(&mut outbox.missed);
                 outbox.offer(lagged_message(missed), false).await?;
+                // Sections dropped from a full queue: all of them again.
+                sent = SentSections::default();
                 if last_snapshot.elapsed() >= options.snapshot_every / 2
-                    && let Some(frame) = snapshots().await
+                    && let Some(snapshot) = snapshots().await
                 {
-                    outbox.offer(Message::Text(frame), false).await?;
+                    sent.offer(&mut outbox, &snapshot, true).await?;
                     last_snapshot = Instant::now();
                 }
             }
@@ -635,8 +710,8 @@ where
                     }
                 }
                 _ = snapshot_ticker.tick() => {
-                    if let Some(frame) = snapshots().await {
-                        outbox.offer(Message::Text(frame), false).await?;
+                    if let Some(snapshot) = snapshots().await {
+                        sent.offer(&mut outbox, &snapshot, false).await?;
                         last_snapshot = Instant::now();
                     }
                 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures::{SinkExt as _, StreamExt as _};
 use orchex_core::{Event, EventKind, RepoId};
-use orchex_dashboard::ws::{Ending, LiveFeed, Session, SnapshotSource, WsOptions, run_session};
+use orchex_dashboard::ws::{
+    Ending, LiveFeed, Session, Snapshot, SnapshotSource, WsOptions, run_session,
+};
 use orchex_telemetry::{BusConfig, LiveFilter, TelemetryBus};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +23,9 @@ fn counting_source(calls: Arc<AtomicUsize>) -> SnapshotSource {
         let calls = Arc::clone(&calls);
         Box::pin(async move {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            Some(format!(r#"{{"type":"snapshot","n":{n}}}"#).into())
+            Some(Snapshot::whole(
+                format!(r#"{{"type":"snapshot","n":{n}}}"#).into(),
+            ))
         })
     })
 }
@@ -64,6 +68,76 @@ async fn a_snapshot_arrives_on_connect_and_then_every_second() {
         }
     }
     assert_eq!(snapshots, 4, "one on connect, then at 1 s, 2 s and 3 s");
+    task.abort();
+}
+
+/// Sections after the first go out on connect and then only when their
+/// version moves; the first goes out every period.
+#[tokio::test(start_paused = true)]
+async fn snapshot_sections_after_the_first_are_sent_only_when_they_change() {
+    use orchex_dashboard::ws::SnapshotSection;
+    let bus = TelemetryBus::live_only(BusConfig::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let source: SnapshotSource = Arc::new(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            // The jobs section changes at the third snapshot only.
+            let jobs = if n < 2 { 1 } else { 2 };
+            let section = |version: u64, text: String| SnapshotSection {
+                version,
+                message: text.into(),
+            };
+            Some(Snapshot {
+                sections: vec![
+                    section(
+                        0,
+                        format!(r#"{{"type":"snapshot","snapshot":{{"core":{n}}}}}"#),
+                    ),
+                    section(
+                        jobs,
+                        format!(r#"{{"type":"snapshot","snapshot":{{"jobs":{jobs}}}}}"#),
+                    ),
+                    section(
+                        7,
+                        r#"{"type":"snapshot","snapshot":{"timeline":7}}"#.to_owned(),
+                    ),
+                ],
+            })
+        })
+    });
+    let (tx, mut rx) = futures::channel::mpsc::unbounded::<Message>();
+    let task = tokio::spawn(run_session(
+        session(&bus, source, WsOptions::default()),
+        tx.sink_map_err(|_| std::io::Error::other("closed")),
+        futures::stream::pending::<Result<Message, std::io::Error>>(),
+    ));
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let mut sections = Vec::new();
+    while let Ok(message) = rx.try_recv() {
+        let value = text(&message);
+        if value["type"] == "snapshot" {
+            let (key, value) = value["snapshot"]
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap();
+            sections.push(format!("{key}={value}"));
+        }
+    }
+    assert_eq!(
+        sections,
+        [
+            "core=0",
+            "jobs=1",
+            "timeline=7", // on connect: everything
+            "core=1",     // 1 s: nothing else changed
+            "core=2",
+            "jobs=2", // 2 s: the jobs moved
+            "core=3",
+            "core=4",
+        ]
+    );
     task.abort();
 }
 
