@@ -3,9 +3,10 @@
 //!
 //! The background loops, started by [`Orchestrator::start`]:
 //! - **intake** turns the trigger stream into queued jobs;
-//! - **cycles** take the due work and run it, `buffer_unordered` at the
-//!   current concurrency limit, each job behind the rate limiter, its
-//!   circuit breaker and the bulkhead;
+//! - **cycles** start on the free slots whenever work is queued (they
+//!   overlap, so a long job holds only its own slot) and run the due work,
+//!   `buffer_unordered`, each job behind the rate limiter, its circuit
+//!   breaker and the bulkhead;
 //! - **schedule** queues `schedule` triggers when repositories come due;
 //! - **health** judges each interval and reports;
 //! - **signals** forward breaker and concurrency changes as events.
@@ -16,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -144,6 +145,8 @@ struct Inner {
     /// Sequences of triggers coalesced into an already queued job.
     follow_ups: Mutex<HashMap<JobId, VecDeque<Trigger>>>,
     wake: Notify,
+    /// Slots held by running cycles (see [`Orchestrator::cycle_loop`]).
+    reserved_slots: AtomicUsize,
     stats: Mutex<StatsRecorder>,
     scheduler: Mutex<Scheduler>,
     last_scheduled: Mutex<HashMap<RepoId, Timestamp>>,
@@ -264,6 +267,7 @@ impl Orchestrator {
                 cancelled_while_queued: Mutex::new(HashSet::new()),
                 follow_ups: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                reserved_slots: AtomicUsize::new(0),
                 stats: Mutex::new(StatsRecorder::default()),
                 scheduler: Mutex::new(Scheduler::new(interval)),
                 last_scheduled: Mutex::new(HashMap::new()),
@@ -762,34 +766,50 @@ impl Orchestrator {
 
     // === cycles ===
 
+    /// Starts a cycle on the free slots whenever work is queued and a slot
+    /// is free: on a wake-up (a job queued, a job finished, a reload) or
+    /// the tick. Cycles overlap: one whose long job still runs does not
+    /// keep the other slots idle while work waits. Every cycle has ended
+    /// when this returns.
     async fn cycle_loop(self, shutdown: CancellationToken) {
+        let mut cycles = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(TICK) => {}
+                Some(_) = cycles.join_next(), if !cycles.is_empty() => continue,
             }
             if self.state() != RunState::Running {
                 continue;
             }
-            self.run_cycle().await;
+            if let Some(plan) = self.initialise_cycle().await {
+                let this = self.clone();
+                cycles.spawn(async move { this.run_planned_cycle(plan).await });
+            }
         }
+        while cycles.join_next().await.is_some() {}
     }
 
     fn dispatching(&self) -> bool {
         self.state() == RunState::Running
     }
 
-    /// Runs one cycle now: takes the work due at its start, runs it at the
-    /// current concurrency limit, and records a [`ParallelExecution`].
-    /// Returns `None` when nothing was due.
+    /// Runs one cycle now: takes up to as many due jobs as there are free
+    /// slots under the current concurrency limit, runs them in parallel,
+    /// and records a [`ParallelExecution`]. Returns `None` when nothing was
+    /// due or no slot was free.
     pub async fn run_cycle(&self) -> Option<ParallelExecution> {
-        let (budget, limit) = self.initialise_cycle().await?;
+        let plan = self.initialise_cycle().await?;
+        self.run_planned_cycle(plan).await
+    }
+
+    async fn run_planned_cycle(&self, plan: CyclePlan) -> Option<ParallelExecution> {
         let started_at = Timestamp::now();
         let started = Instant::now();
         let in_flight = AtomicU32::new(0);
         let peak = AtomicU32::new(0);
-        let outcomes = self.process_cycle(budget, limit, &in_flight, &peak).await;
+        let outcomes = self.process_cycle(plan, &in_flight, &peak).await;
         if outcomes.is_empty() {
             return None;
         }
@@ -799,38 +819,74 @@ impl Orchestrator {
         Some(cycle)
     }
 
-    async fn initialise_cycle(&self) -> Option<(usize, usize)> {
+    /// Reserves the slots of a cycle: as many as jobs are queued and slots
+    /// are free under the current limit (slots held by running cycles
+    /// count); `None` when that is none.
+    async fn initialise_cycle(&self) -> Option<CyclePlan> {
         let depth = self.inner.deps.store.queue_depth().await.ok()?;
         #[allow(clippy::cast_precision_loss)] // a queue never nears 2^52 jobs
         metrics::gauge!(names::QUEUE_DEPTH).set(depth as f64);
         if depth == 0 || !self.dispatching() {
             return None;
         }
-        let budget = usize::try_from(depth).unwrap_or(usize::MAX);
         let limit = usize::try_from(self.concurrency_limit())
             .unwrap_or(1)
             .max(1);
-        Some((budget, limit))
+        let depth = usize::try_from(depth).unwrap_or(usize::MAX);
+        let slots = &self.inner.reserved_slots;
+        let mut reserved = slots.load(Ordering::Acquire);
+        loop {
+            let budget = depth.min(limit.saturating_sub(reserved));
+            if budget == 0 {
+                return None;
+            }
+            match slots.compare_exchange(
+                reserved,
+                reserved + budget,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(CyclePlan {
+                        budget,
+                        slots: SlotReservation {
+                            orchestrator: self.clone(),
+                            held: budget,
+                        },
+                    });
+                }
+                Err(now) => reserved = now,
+            }
+        }
     }
 
     async fn process_cycle(
         &self,
-        budget: usize,
-        limit: usize,
+        plan: CyclePlan,
         in_flight: &AtomicU32,
         peak: &AtomicU32,
     ) -> Vec<JobState> {
+        let CyclePlan { budget, slots } = plan;
+        let slots = Mutex::new(slots);
         let claims = futures::stream::unfold(self.clone(), |this| async move {
             let job = this.claim().await?;
             Some((job, this))
         })
         .take(budget);
-        claims
-            .map(|job| self.process_job(job, in_flight, peak))
-            .buffer_unordered(limit)
+        let outcomes = claims
+            .map(|job| async {
+                let outcome = self.process_job(job, in_flight, peak).await;
+                // The slot is free for the next cycle at once.
+                lock(&slots).job_ended();
+                outcome
+            })
+            .buffer_unordered(budget)
             .filter_map(|state| async move { state })
             .collect()
-            .await
+            .await;
+        // Dropping the reservation frees the slots no job was claimed for.
+        drop(slots);
+        outcomes
     }
 
     async fn claim(&self) -> Option<Job> {
@@ -1849,6 +1905,51 @@ fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// A cycle's work: how many jobs it may claim, and the slots it holds.
+struct CyclePlan {
+    budget: usize,
+    slots: SlotReservation,
+}
+
+/// Slots reserved by a cycle, freed one by one as its jobs end, and the
+/// rest when it is dropped.
+struct SlotReservation {
+    orchestrator: Orchestrator,
+    held: usize,
+}
+
+impl SlotReservation {
+    /// Frees the slot of a job that ended, and wakes the cycle loop so the
+    /// slot is filled at once if work is queued.
+    fn job_ended(&mut self) {
+        if self.release(1) {
+            self.orchestrator.inner.wake.notify_one();
+        }
+    }
+
+    fn release(&mut self, count: usize) -> bool {
+        let count = count.min(self.held);
+        if count == 0 {
+            return false;
+        }
+        self.held -= count;
+        self.orchestrator
+            .inner
+            .reserved_slots
+            .fetch_sub(count, Ordering::AcqRel);
+        true
+    }
+}
+
+impl Drop for SlotReservation {
+    /// The slots no job was claimed for: nothing claimable was left (the
+    /// rest of the queue is not due yet, or dispatching stopped), so no
+    /// wake-up; the next job queued or the tick starts the next cycle.
+    fn drop(&mut self) {
+        self.release(self.held);
+    }
 }
 
 #[cfg(test)]

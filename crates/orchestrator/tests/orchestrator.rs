@@ -192,6 +192,60 @@ async fn start_refuses_twice_and_stop_cancels_jobs_after_the_grace_period() {
     assert!(h.kinds().contains(&EventKind::OrchestratorStopped));
 }
 
+/// Found while writing the benches: a cycle took only the jobs queued when
+/// it started, and the next cycle started only when it ended, so one long
+/// job kept every other slot idle while work waited. Cycles now start on
+/// the free slots whenever work is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_does_not_keep_the_other_slots_idle() {
+    let h = Harness::new(|config, _| {
+        config.orchestrator.max_concurrent = 2;
+        config.pipelines.push(pipeline("slow", "sleep 1000"));
+        config.pipelines.push(pipeline("quick", "true"));
+        for p in &mut config.pipelines {
+            p.deliver = Delivery::None;
+        }
+    })
+    .await;
+    h.start();
+    let slow = h.run("slow").await.remove(0);
+    for _ in 0..500 {
+        if h.store.get_job(slow.id).await.unwrap().unwrap().state() == JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Queued after the slow job's cycle began; three in a row, so a freed
+    // slot is filled again too.
+    for _ in 0..3 {
+        let quick = h
+            .orchestrator
+            .trigger(ManualRun {
+                repo: "api".into(),
+                pipeline: Some("quick".into()),
+                // Not skipped as `unchanged` after the first.
+                force: true,
+                ..ManualRun::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        let done = h.wait_final(quick.id).await;
+        assert_eq!(
+            done.state(),
+            JobState::Succeeded,
+            "{:?} {:?}",
+            done.error,
+            done.skip_reason
+        );
+    }
+    let slow_now = h.store.get_job(slow.id).await.unwrap().unwrap();
+    assert_eq!(slow_now.state(), JobState::Running);
+    let running = h.orchestrator.snapshot().await.running;
+    assert_eq!(running.len(), 1, "only the slow job is running");
+    h.orchestrator.stop(Duration::from_millis(100)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failure_leaves_the_cycle_complete_with_the_right_counts() {
     let h = Harness::new(|config, _| {
