@@ -14,7 +14,7 @@ use crate::output::Format;
 
 /// Operate an orchex daemon: inspect and steer jobs, repositories and
 /// configuration.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "orchexctl", version, about, long_about = None)]
 pub(crate) struct Cli {
     /// Base URL of the daemon's API.
@@ -37,6 +37,18 @@ pub(crate) struct Cli {
     /// The command.
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+// By hand, so the token never shows in a `{:?}`.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("output", &self.output)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// The commands.
@@ -344,6 +356,15 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["orchexctl", "--token", "s3cr3t-token", "status"]).unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -43,6 +43,28 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A URL as it may be shown or logged: its scheme and host (with the port)
+/// only. Credentials in the user-info part, and secrets that incoming
+/// webhooks carry in their path or query (Slack's do), are left out.
+///
+/// ```
+/// use orchex_core::config::display_url;
+///
+/// assert_eq!(
+///     display_url("https://user:pass@hooks.example.com:8443/T0/B1/xyz?k=v"),
+///     "https://hooks.example.com:8443/<redacted>"
+/// );
+/// assert_eq!(display_url("not a url"), "<redacted>");
+/// ```
+pub fn display_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redacted>".to_owned();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}/<redacted>")
+}
+
 /// The whole configuration of a daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

@@ -932,6 +932,7 @@ pub(crate) async fn config(
     let mut value = serde_json::to_value(&config)
         .map_err(|e| ApiError::internal(format!("encoding the configuration: {e}")))?;
     redact_notification_urls(&mut value);
+    redact_step_secrets(&mut value);
     Ok(axum::Json(value))
 }
 
@@ -948,14 +949,47 @@ fn redact_notification_urls(config: &mut serde_json::Value) {
         if let Some(url) = entry.get_mut("url")
             && let Some(text) = url.as_str()
         {
-            let shown = text.split_once("://").map_or_else(
-                || "<redacted>".to_owned(),
-                |(scheme, rest)| {
-                    let host = rest.split('/').next().unwrap_or_default();
-                    format!("{scheme}://{host}/<redacted>")
-                },
-            );
-            *url = serde_json::Value::String(shown);
+            *url = serde_json::Value::String(orchex_core::config::display_url(text));
+        }
+    }
+}
+
+/// Steps are where API keys go (`env`, an action's `with`) and webhook
+/// steps' URLs carry secrets like notification URLs do: the values are
+/// replaced, the keys kept, so an operator still sees what is set. The
+/// read-only token may read the configuration.
+fn redact_step_secrets(config: &mut serde_json::Value) {
+    let redacted = || serde_json::Value::String("<redacted>".to_owned());
+    let Some(pipelines) = config
+        .get_mut("pipelines")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for pipeline in pipelines {
+        for list in ["steps", "validate"] {
+            let Some(steps) = pipeline
+                .get_mut(list)
+                .and_then(serde_json::Value::as_array_mut)
+            else {
+                continue;
+            };
+            for step in steps {
+                for map in ["env", "with"] {
+                    if let Some(values) =
+                        step.get_mut(map).and_then(serde_json::Value::as_object_mut)
+                    {
+                        for value in values.values_mut() {
+                            *value = redacted();
+                        }
+                    }
+                }
+                if let Some(url) = step.get_mut("webhook")
+                    && let Some(text) = url.as_str()
+                {
+                    *url = serde_json::Value::String(orchex_core::config::display_url(text));
+                }
+            }
         }
     }
 }
@@ -1127,6 +1161,42 @@ mod tests {
             config["notifications"][0]["url"],
             "https://hooks.example.invalid/<redacted>"
         );
+    }
+
+    #[test]
+    fn step_env_with_and_webhook_values_are_redacted_keys_kept() {
+        let mut config = serde_json::json!({"pipelines": [{
+            "name": "codegen",
+            "steps": [
+                {"name": "gen", "run": ["gen"], "env": {"API_KEY": "sk-live-123"}},
+                {"name": "notify", "webhook": "https://bot:pw@hooks.example.invalid/T0/secret?t=1"},
+                {"name": "custom", "uses": "upload", "with": {"token": "abc", "nested": {"k": "v"}}}
+            ],
+            "validate": [{"name": "check", "run": ["check"], "env": {"PASSWORD": "hunter2"}}]
+        }]});
+        redact_step_secrets(&mut config);
+        let steps = &config["pipelines"][0]["steps"];
+        assert_eq!(
+            steps[0]["env"],
+            serde_json::json!({"API_KEY": "<redacted>"})
+        );
+        assert_eq!(steps[0]["run"], serde_json::json!(["gen"]));
+        assert_eq!(
+            steps[1]["webhook"],
+            "https://hooks.example.invalid/<redacted>"
+        );
+        assert_eq!(
+            steps[2]["with"],
+            serde_json::json!({"token": "<redacted>", "nested": "<redacted>"})
+        );
+        assert_eq!(
+            config["pipelines"][0]["validate"][0]["env"],
+            serde_json::json!({"PASSWORD": "<redacted>"})
+        );
+        let shown = config.to_string();
+        for secret in ["sk-live-123", "pw@", "secret", "abc", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
     }
 
     #[test]

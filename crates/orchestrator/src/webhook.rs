@@ -26,7 +26,13 @@ pub async fn post_json(
             .post(&url)
             .header("Content-Type", "application/json")
             .send(&body[..])
-            .map_err(|e| format!("POST {url} failed: {e}"))?;
+            .map_err(|e| {
+                // The error may quote the URL, whose secrets must not reach
+                // job records or logs.
+                let shown = orchex_core::config::display_url(&url);
+                let detail = e.to_string().replace(url.as_str(), &shown);
+                format!("POST {shown} failed: {detail}")
+            })?;
         let status = response.status().as_u16();
         if status >= 400 {
             let text = response
@@ -35,7 +41,11 @@ pub async fn post_json(
                 .limit(1024)
                 .read_to_string()
                 .unwrap_or_default();
-            return Err(format!("POST {url} answered {status}: {}", text.trim()));
+            return Err(format!(
+                "POST {} answered {status}: {}",
+                orchex_core::config::display_url(&url),
+                text.trim()
+            ));
         }
         Ok(status)
     })
@@ -144,14 +154,20 @@ mod tests {
         assert!(err.contains("answered 503: nope"), "{err}");
         server.join().unwrap();
         // Nothing listens on port 9 of loopback.
+        // Its path and credentials are secrets, kept out of the error (which
+        // becomes the job's error).
         let err = post_json(
-            "http://127.0.0.1:9/x",
+            "http://bot:pw@127.0.0.1:9/T0/secret-path",
             &serde_json::json!({}),
             Duration::from_secs(5),
         )
         .await
         .unwrap_err();
-        assert!(err.contains("POST http://127.0.0.1:9/x failed"), "{err}");
+        assert!(
+            err.contains("POST http://127.0.0.1:9/<redacted> failed"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-path") && !err.contains("pw"), "{err}");
     }
 
     #[test]

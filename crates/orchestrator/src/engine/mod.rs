@@ -481,7 +481,10 @@ impl Engine {
                     posted = crate::webhook::post_json(url, &payload, timeout) => match posted {
                         Ok(status) => {
                             result.exit_code = Some(0);
-                            result.output_tail = Some(format!("POST {url}: {status}"));
+                            result.output_tail = Some(format!(
+                                "POST {}: {status}",
+                                orchex_core::config::display_url(url)
+                            ));
                             StepVerdict::Passed
                         }
                         Err(message) => {
