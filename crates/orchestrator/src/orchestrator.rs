@@ -329,14 +329,22 @@ impl Orchestrator {
             .await
             .map_err(|e| OrchestratorError::Recovery(e.to_string()))?;
         for group in &report.pgids {
-            if let Ok(pgid) = u32::try_from(group.pgid)
-                && crate::process::kill_process_group(pgid).is_ok()
-            {
-                summary.killed_groups += 1;
-                // Killed, so forgotten: a record kept would make every later
-                // recovery SIGKILL whatever group has that id by then (ids
-                // are recycled). A crash between the kill and this leaves
-                // the record, and the next recovery kills it again.
+            let Ok(pgid) = u32::try_from(group.pgid) else {
+                continue;
+            };
+            // Only a group still running this job's step is killed: the id
+            // may belong to anyone by now.
+            let job = group.job.to_string();
+            let killed = engine::blocking(move || {
+                crate::process::kill_job_group(pgid, &job).map_err(|e| e.to_string())
+            })
+            .await;
+            if let Ok(killed) = killed {
+                summary.killed_groups += usize::from(killed);
+                // Handled, so forgotten: a record kept would make every later
+                // recovery look at whatever group has that id by then. A
+                // crash between the kill and this leaves the record, and the
+                // next recovery checks it again.
                 if let Err(err) = store.clear_step_pgid(group.job, group.pgid).await {
                     tracing::warn!(job = %group.job, pgid = group.pgid, %err, "cannot forget a killed process group");
                 }
@@ -353,8 +361,8 @@ impl Orchestrator {
         let (killed, removed) = tokio::task::spawn_blocking(move || {
             let killed = engine::workspace::leftover_groups(&storage)
                 .into_iter()
-                .filter(|pgid| !recorded.contains(pgid))
-                .filter(|pgid| crate::process::kill_process_group(*pgid).is_ok())
+                .filter(|(_, pgid)| !recorded.contains(pgid))
+                .filter(|(job, pgid)| crate::process::kill_job_group(*pgid, job) == Ok(true))
                 .count();
             let removed = engine::workspace::remove_leftovers(&storage).unwrap_or(0);
             (killed, removed)

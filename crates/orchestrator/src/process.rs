@@ -124,6 +124,60 @@ pub fn kill_process_group(pgid: u32) -> Result<(), nix::Error> {
     }
 }
 
+/// Kills the group `pgid` left by a step of job `job` (crash recovery),
+/// only if it is still that step's: some process of the group has
+/// `ORCHEX_JOB_ID=<job>` in its environment (every step gets it, and its
+/// descendants inherit it). Group ids are recycled, so a group id recorded
+/// before a crash (or a reboot) may belong to anyone by now. Returns
+/// whether a group was killed.
+///
+/// Where `/proc` cannot be read the check cannot be made, and the group is
+/// killed as recorded.
+pub fn kill_job_group(pgid: u32, job: &str) -> Result<bool, nix::Error> {
+    match group_runs_job(pgid, job) {
+        Some(false) => Ok(false),
+        Some(true) | None => kill_process_group(pgid).map(|()| true),
+    }
+}
+
+/// Whether a process of group `pgid` has `ORCHEX_JOB_ID=<job>` in its
+/// environment; `None` when `/proc` cannot be read.
+fn group_runs_job(pgid: u32, job: &str) -> Option<bool> {
+    let wanted = format!("ORCHEX_JOB_ID={job}");
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Field 5 of `stat`, after the parenthesised command (which may
+        // itself hold spaces and parentheses).
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let group = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|field| field.parse::<u32>().ok());
+        if group != Some(pgid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|byte| *byte == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
 /// Runs `spec` to completion, timeout or cancellation.
 ///
 /// `on_spawn` receives the process group id right after the spawn, before
@@ -384,6 +438,36 @@ mod tests {
             timeout,
             output_limit: 1024,
         }
+    }
+
+    /// A group id recorded before a crash may name someone else's group by
+    /// the time recovery runs: only a group running the job's step (seen
+    /// through `ORCHEX_JOB_ID` in a member's environment) is killed.
+    #[test]
+    fn recovery_kills_a_group_only_while_it_runs_the_job() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("ORCHEX_JOB_ID", "job-a")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        // Until `sleep` has exec'd, the environment read is the parent's.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_runs_job(pgid, "job-a") != Some(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(kill_job_group(pgid, "job-b"), Ok(false));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "another job's group was killed"
+        );
+        assert_eq!(kill_job_group(pgid, "job-a"), Ok(true));
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        // A group that is gone is nobody's.
+        assert_eq!(kill_job_group(pgid, "job-a"), Ok(false));
     }
 
     /// Whether `pid` is gone (or only a zombie waiting to be reaped).

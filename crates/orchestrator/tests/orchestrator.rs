@@ -1223,6 +1223,8 @@ async fn recovery_forgets_the_process_groups_it_killed() {
     let job = h.run("noop").await.remove(0);
     let mut survivor = Command::new("sleep")
         .arg("1000")
+        // What every step of the job has: recovery kills only its groups.
+        .env("ORCHEX_JOB_ID", job.id.to_string())
         .process_group(0)
         .spawn()
         .unwrap();
@@ -1338,15 +1340,14 @@ async fn a_crash_during_recovery_cannot_leave_a_delivery_on_the_branch() {
 async fn recovery_kills_a_step_only_its_workspace_knows() {
     use std::os::unix::process::CommandExt as _;
     let h = Harness::new(|config, _| config.pipelines.push(pipeline("noop", "true"))).await;
+    let job = JobId::new();
     let mut survivor = Command::new("sleep")
         .arg("1000")
+        .env("ORCHEX_JOB_ID", job.to_string())
         .process_group(0)
         .spawn()
         .unwrap();
-    let workspace = h
-        .root
-        .join("data/workspaces")
-        .join(JobId::new().to_string());
+    let workspace = h.root.join("data/workspaces").join(job.to_string());
     std::fs::create_dir_all(workspace.join("work")).unwrap();
     std::fs::write(workspace.join("step-0.pgid"), survivor.id().to_string()).unwrap();
 

@@ -60,23 +60,30 @@ pub(crate) fn group_file(work: &Path, index: u32) -> PathBuf {
 }
 
 /// The process groups recorded by steps in leftover workspaces (after a
-/// crash): every step that had started when the daemon died, recorded
-/// before its program ran. Call before [`remove_leftovers`].
-pub(crate) fn leftover_groups(storage: &Path) -> Vec<u32> {
+/// crash), with their job ids: every step that had started when the daemon
+/// died, recorded before its program ran. Call before [`remove_leftovers`].
+pub(crate) fn leftover_groups(storage: &Path) -> Vec<(String, u32)> {
     let Ok(workspaces) = std::fs::read_dir(workspaces_root(storage)) else {
         return Vec::new();
     };
-    let mut groups: Vec<u32> = workspaces
-        .flatten()
-        .filter_map(|workspace| std::fs::read_dir(workspace.path()).ok())
-        .flat_map(Iterator::flatten)
-        .filter(|entry| {
+    let mut groups: Vec<(String, u32)> = Vec::new();
+    for workspace in workspaces.flatten() {
+        // The workspace is named after its job.
+        let job = workspace.file_name().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir(workspace.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            name.starts_with("step-") && name.ends_with(".pgid")
-        })
-        .filter_map(|entry| crate::process::recorded_group(&entry.path()))
-        .collect();
+            if name.starts_with("step-")
+                && name.ends_with(".pgid")
+                && let Some(pgid) = crate::process::recorded_group(&entry.path())
+            {
+                groups.push((job.clone(), pgid));
+            }
+        }
+    }
     groups.sort_unstable();
     groups.dedup();
     groups
