@@ -287,7 +287,7 @@ fn beta() -> Result<RepoId> {
     RepoId::new("beta").context("repository id")
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -384,7 +384,7 @@ timeoutSecs = 2
 
 /// The daemon's `monitor` probe: degraded while a repository's watcher is
 /// in error or its refs cannot be read.
-fn watcher_health(monitor: &Monitor) -> ComponentHealth {
+pub(crate) fn watcher_health(monitor: &Monitor) -> ComponentHealth {
     let failing: Vec<String> = monitor
         .statuses()
         .into_iter()
