@@ -648,3 +648,44 @@ async fn purging_finished_jobs_removes_their_steps_and_backups() {
         "queued jobs stay"
     );
 }
+
+/// A listed page reads the steps of all its jobs at once (one query per
+/// chunk, not one per job): each job still gets exactly its own steps, in
+/// order, without their output tails.
+#[tokio::test]
+async fn a_listed_page_carries_each_jobs_own_steps_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut ids = Vec::new();
+    for n in 0..6_u32 {
+        let job = job("api", &format!("p{n}"), TriggerKind::Manual, i64::from(n));
+        store.insert_job(job.clone()).await.unwrap();
+        store
+            .transition(job.id, JobState::Running, JobPatch::new())
+            .await
+            .unwrap();
+        // Job n has n steps (the first none).
+        for index in 0..n {
+            let step = StepResult {
+                name: format!("p{n}-step{index}"),
+                exit_code: Some(i32::try_from(index).unwrap()),
+                output_tail: Some("tail".into()),
+                ..StepResult::default()
+            };
+            store.record_step(job.id, index, step).await.unwrap();
+        }
+        ids.push((job.id, n));
+    }
+    let page = store
+        .list_jobs(JobFilter::new(), PageRequest::first().limit(100))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 6);
+    for (id, n) in ids {
+        let listed = page.items.iter().find(|j| j.id == id).unwrap();
+        let names: Vec<&str> = listed.steps.iter().map(|s| s.name.as_str()).collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("p{n}-step{i}")).collect();
+        assert_eq!(names, expected, "steps of job {n}");
+        assert!(listed.steps.iter().all(|s| s.output_tail.is_none()));
+    }
+}
