@@ -305,11 +305,15 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-fn make_repo(root: &Path, name: &str) -> Result<PathBuf> {
+/// A git repository `root/name` on `main` with one commit of `files`
+/// (path under the repository, content).
+pub(crate) fn make_repo(root: &Path, name: &str, files: &[(String, &str)]) -> Result<PathBuf> {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("src")).context("creating a repository")?;
     git(&dir, &["init", "-q", "-b", "main"])?;
-    std::fs::write(dir.join("src/lib.txt"), "v1\n").context("writing a file")?;
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).context("writing a file")?;
+    }
     git(&dir, &["add", "-A"])?;
     git(&dir, &["commit", "-q", "-m", "initial"])?;
     Ok(dir)
@@ -403,11 +407,26 @@ pub(crate) fn watcher_health(monitor: &Monitor) -> ComponentHealth {
     }
 }
 
+/// The health report in one line: `health <status>: name=level (reason), ...`.
+pub(crate) fn health_line(health: &HealthRegistry) -> String {
+    let snapshot = health.snapshot();
+    let checks: Vec<String> = snapshot
+        .checks
+        .iter()
+        .map(|(name, check)| match &check.reason {
+            Some(reason) => format!("{name}={} ({reason})", check.status),
+            None => format!("{name}={}", check.status),
+        })
+        .collect();
+    format!("health {}: {}", snapshot.status, checks.join(", "))
+}
+
 impl Stack {
     /// Creates `alpha` and `beta` under `root`, and starts every service.
     async fn start(root: &Path, store_options: StoreOptions) -> Result<Self> {
-        make_repo(root, "alpha")?;
-        make_repo(root, "beta")?;
+        let files = [("src/lib.txt".to_owned(), "v1\n")];
+        make_repo(root, "alpha", &files)?;
+        make_repo(root, "beta", &files)?;
         let config_path = root.join("orchex.toml");
         std::fs::write(&config_path, config_text(root)).context("writing the config")?;
         let config = Loader::new(&config_path)
@@ -517,16 +536,7 @@ impl Stack {
 
     /// The health report in one line.
     fn health_line(&self) -> String {
-        let snapshot = self.health.snapshot();
-        let checks: Vec<String> = snapshot
-            .checks
-            .iter()
-            .map(|(name, check)| match &check.reason {
-                Some(reason) => format!("{name}={} ({reason})", check.status),
-                None => format!("{name}={}", check.status),
-            })
-            .collect();
-        format!("health {}: {}", snapshot.status, checks.join(", "))
+        health_line(&self.health)
     }
 
     /// Queues a forced manual run and returns its job's id.

@@ -42,7 +42,7 @@
 //! (default `secs + 300`); the clients stop by themselves too. Network
 //! traffic stays on 127.0.0.1.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ use orchex_telemetry::{
     BusConfig, HealthRegistry, PersistenceConfig, PersistenceWriter, TelemetryBus,
 };
 
-use crate::faults::{git, watcher_health};
+use crate::faults::{git, make_repo, watcher_health};
 use crate::load::{self, ChildOptions, LoadProcess, LoadResult};
 
 /// The admin token of the soak's dashboard.
@@ -260,18 +260,6 @@ run = ["sh", "-c", "date +%s.%N > out.txt && cat src/*.txt | wc -l >> out.txt"]
     )
 }
 
-fn make_repo(root: &Path, name: &str) -> Result<PathBuf> {
-    let dir = root.join(name);
-    std::fs::create_dir_all(dir.join("src")).context("creating a repository")?;
-    git(&dir, &["init", "-q", "-b", "main"])?;
-    for i in 0..FILES {
-        std::fs::write(dir.join(format!("src/f{i}.txt")), "v0\n").context("writing a file")?;
-    }
-    git(&dir, &["add", "-A"])?;
-    git(&dir, &["commit", "-q", "-m", "initial"])?;
-    Ok(dir)
-}
-
 /// The running stack.
 struct Stack {
     store: Arc<SqliteStore>,
@@ -289,8 +277,11 @@ struct Stack {
 
 impl Stack {
     async fn start(root: &Path) -> Result<Self> {
-        make_repo(root, "alpha")?;
-        make_repo(root, "beta")?;
+        let files: Vec<(String, &str)> = (0..FILES)
+            .map(|i| (format!("src/f{i}.txt"), "v0\n"))
+            .collect();
+        make_repo(root, "alpha", &files)?;
+        make_repo(root, "beta", &files)?;
         let config_path = root.join("orchex.toml");
         std::fs::write(&config_path, config_text(root)).context("writing the config")?;
         let loader = Loader::new(&config_path).without_env();
@@ -402,16 +393,7 @@ impl Stack {
 
     /// The health report in one line.
     fn health_line(&self) -> String {
-        let snapshot = self.health.snapshot();
-        let checks: Vec<String> = snapshot
-            .checks
-            .iter()
-            .map(|(name, check)| match &check.reason {
-                Some(reason) => format!("{name}={} ({reason})", check.status),
-                None => format!("{name}={}", check.status),
-            })
-            .collect();
-        format!("health {}: {}", snapshot.status, checks.join(", "))
+        crate::faults::health_line(&self.health)
     }
 
     /// Stops the API, the orchestrator and the monitor, in the daemon's
