@@ -1,7 +1,11 @@
 //! The ignore-aware file-system watcher of one repository.
 //!
-//! [`RepoFs`] owns the repository's notify watcher and everything needed to
-//! turn notify's raw events into repository-relative changed paths:
+//! [`RepoFs`] owns the repository's watch backend and everything needed to
+//! turn its raw events into repository-relative changed paths. On Linux the
+//! backend calls inotify directly ([`inotify`]: a watch is one system call
+//! from whichever thread finds the directory); elsewhere, and for the
+//! polling fallback, it is notify. Either way the events arrive as
+//! `notify::Event`s, so everything below handles them alike:
 //!
 //! - the initial walk uses the `ignore` crate's parallel walker (nested
 //!   `.gitignore`, `.git/info/exclude`, the global excludes file) plus the
@@ -25,6 +29,8 @@
 //! Everything here is synchronous; the monitor runs it on tokio's blocking
 //! pool.
 
+#[cfg(target_os = "linux")]
+pub(crate) mod inotify;
 pub(crate) mod rules;
 pub(crate) mod snapshot;
 
@@ -32,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ignore::gitignore::Gitignore;
@@ -44,10 +50,10 @@ use orchex_core::RepoId;
 use self::rules::IgnoreRules;
 use self::snapshot::{Snapshot, Stamp};
 
-/// What notify hands us.
+/// What the backend hands us (notify's event type, whichever backend).
 pub(crate) type RawEvent = notify::Result<notify::Event>;
 
-/// Forwards notify's events (from notify's own thread) into the monitor.
+/// Forwards the backend's events (from its own thread) into the monitor.
 #[derive(Debug, Clone)]
 pub(crate) struct RawSink(pub(crate) tokio::sync::mpsc::UnboundedSender<RawEvent>);
 
@@ -120,9 +126,14 @@ pub(crate) struct RepoFs {
     rules: IgnoreRules,
     rules_dirty: bool,
     dirs: BTreeSet<PathBuf>,
+    /// Directories the initial walk watched that are not in `dirs` yet:
+    /// ordering 10,000 paths into the set takes ~5 ms, which `start`
+    /// leaves to the first call that needs the set (the monitor's is
+    /// [`RepoFs::build_snapshot`], in the background).
+    walked_dirs: Vec<PathBuf>,
     git_dirs: BTreeSet<PathBuf>,
     snapshot: Snapshot,
-    backend: Box<dyn Watcher + Send>,
+    backend: Backend,
     mode: Mode,
     sink: RawSink,
 }
@@ -133,7 +144,7 @@ impl std::fmt::Debug for RepoFs {
             .field("repo", &self.repo)
             .field("root", &self.root)
             .field("mode", &self.mode)
-            .field("dirs", &self.dirs.len())
+            .field("dirs", &(self.dirs.len() + self.walked_dirs.len()))
             .field("git_dirs", &self.git_dirs.len())
             .field("snapshot", &self.snapshot.len())
             .finish_non_exhaustive()
@@ -174,16 +185,18 @@ impl RepoFs {
         let (rules, mut warnings) = IgnoreRules::new(&root, &git_dir, &options.globs);
 
         let mut native_failure = None;
-        let backend: Box<dyn Watcher + Send> = if options.force_polling {
-            Box::new(poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?)
+        let backend = if options.force_polling {
+            Backend::Notify(Box::new(
+                poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?,
+            ))
         } else {
-            match notify::recommended_watcher(sink.clone()) {
-                Ok(watcher) => Box::new(watcher),
+            match Backend::native(&sink) {
+                Ok(backend) => backend,
                 Err(error) => {
                     native_failure = Some(describe_backend_failure(&error));
-                    Box::new(
+                    Backend::Notify(Box::new(
                         poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?,
-                    )
+                    ))
                 }
             }
         };
@@ -203,6 +216,7 @@ impl RepoFs {
             rules,
             rules_dirty: false,
             dirs: BTreeSet::new(),
+            walked_dirs: Vec::new(),
             git_dirs: BTreeSet::new(),
             snapshot: Snapshot::default(),
             backend,
@@ -213,62 +227,89 @@ impl RepoFs {
             warnings.push(reason);
         }
 
-        // Walk and watch at once: the walker threads hand each directory to
-        // an installer thread as soon as they find it, so the walk never
-        // waits for notify's round trip.
+        // Walk and watch at once, so the walk never waits for a watch: with
+        // inotify the walker threads install each directory's watch as they
+        // find it (one system call; see `inotify`), otherwise they hand the
+        // directories to an installer thread that makes notify's calls.
         let limit_hit = AtomicBool::new(false);
         let budget = this.options.watch_limit.unwrap_or(usize::MAX);
-        let mut watch_errors = Vec::new();
-        let scan = std::thread::scope(|scope| {
-            let (found, to_install) = std::sync::mpsc::channel::<PathBuf>();
-            let backend = &mut this.backend;
-            let limit_hit = &limit_hit;
-            let errors = &mut watch_errors;
-            scope.spawn(move || {
-                for (installed, dir) in to_install.into_iter().enumerate() {
+        let watch_errors = Mutex::new(Vec::new());
+        let note_failure = |dir: &Path, error: notify::Error| {
+            if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) {
+                limit_hit.store(true, Ordering::Relaxed);
+            } else if let Ok(mut errors) = watch_errors.lock() {
+                errors.push(format!("watching {}: {error}", dir.display()));
+            }
+        };
+        let scan = match this.backend.installer() {
+            #[cfg(target_os = "linux")]
+            Some(installer) => {
+                let installed = AtomicUsize::new(0);
+                let on_dir = |dir: &Path| {
                     if limit_hit.load(Ordering::Relaxed) {
-                        continue;
+                        return;
                     }
-                    if installed >= budget {
+                    if installed.fetch_add(1, Ordering::Relaxed) >= budget {
                         limit_hit.store(true, Ordering::Relaxed);
-                        continue;
+                        return;
                     }
-                    match backend.watch(&dir, RecursiveMode::NonRecursive) {
-                        Ok(()) => {}
-                        Err(error) if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) => {
+                    if let Err(error) = installer.add(dir) {
+                        note_failure(dir, error);
+                    }
+                };
+                walk_tree(
+                    &this.root,
+                    this.rules.configured(),
+                    this.options.threads,
+                    Some(&on_dir),
+                    false,
+                )
+            }
+            _ => std::thread::scope(|scope| {
+                let (found, to_install) = std::sync::mpsc::channel::<PathBuf>();
+                let backend = &mut this.backend;
+                let (limit_hit, note_failure) = (&limit_hit, &note_failure);
+                scope.spawn(move || {
+                    for (installed, dir) in to_install.into_iter().enumerate() {
+                        if limit_hit.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if installed >= budget {
                             limit_hit.store(true, Ordering::Relaxed);
+                            continue;
                         }
-                        Err(error) => {
-                            errors.push(format!("watching {}: {error}", dir.display()));
+                        if let Err(error) = backend.watch(&dir) {
+                            note_failure(&dir, error);
                         }
                     }
-                }
-            });
-            let on_dir = |dir: &Path| {
-                // The installer only stops early when the scope ends.
-                let _ = found.send(dir.to_path_buf());
-            };
-            let scan = walk_tree(
-                &this.root,
-                this.rules.configured(),
-                this.options.threads,
-                Some(&on_dir),
-                false,
-            );
-            drop(found);
-            scan
-        });
+                });
+                let on_dir = |dir: &Path| {
+                    // The installer only stops early when the scope ends.
+                    let _ = found.send(dir.to_path_buf());
+                };
+                let scan = walk_tree(
+                    &this.root,
+                    this.rules.configured(),
+                    this.options.threads,
+                    Some(&on_dir),
+                    false,
+                );
+                drop(found);
+                scan
+            }),
+        };
+        let watch_errors = watch_errors.into_inner().unwrap_or_default();
         warnings.extend(scan.errors.iter().cloned());
         warnings.extend(watch_errors);
         this.absorb_scan(scan);
 
         let git_dirs = git_watch_dirs(&this.git_dir);
-        let needed = this.dirs.len() + git_dirs.len();
+        let needed = this.walked_dirs.len() + git_dirs.len();
         for dir in git_dirs {
             if !limit_hit.load(Ordering::Relaxed) {
                 if needed > budget {
                     limit_hit.store(true, Ordering::Relaxed);
-                } else if let Err(error) = this.backend.watch(&dir, RecursiveMode::NonRecursive) {
+                } else if let Err(error) = this.backend.watch(&dir) {
                     if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) {
                         limit_hit.store(true, Ordering::Relaxed);
                     } else {
@@ -295,12 +336,15 @@ impl RepoFs {
 
     /// Watched directories of the working tree (canonical paths).
     pub(crate) fn watched_dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(PathBuf::as_path)
+        self.dirs
+            .iter()
+            .chain(&self.walked_dirs)
+            .map(PathBuf::as_path)
     }
 
     /// Number of watches (working tree and git directory).
     pub(crate) fn n_watches(&self) -> usize {
-        self.dirs.len() + self.git_dirs.len()
+        self.dirs.len() + self.walked_dirs.len() + self.git_dirs.len()
     }
 
     /// Whether `.git/index.lock` exists now.
@@ -318,6 +362,7 @@ impl RepoFs {
             return outcome;
         }
         self.options.globs = globs;
+        self.settle_walked_dirs();
         let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
         self.rules = rules;
         outcome.warnings.extend(problems);
@@ -327,6 +372,7 @@ impl RepoFs {
 
     /// Turns a batch of raw events into changed paths.
     pub(crate) fn process(&mut self, events: Vec<RawEvent>) -> Outcome {
+        self.settle_walked_dirs();
         let mut outcome = Outcome::default();
         let mut need_rescan = false;
         // Each path is looked at once per batch, whatever number of events
@@ -382,6 +428,7 @@ impl RepoFs {
     /// Walks the whole tree again and reports what differs from the
     /// snapshot (after a queue overflow, or on request).
     pub(crate) fn rescan(&mut self) -> Outcome {
+        self.settle_walked_dirs();
         let mut outcome = Outcome::default();
         self.rescan_into(&mut outcome);
         self.finish(outcome)
@@ -532,13 +579,13 @@ impl RepoFs {
             let reason = self.limit_reason(needed);
             self.fall_back_to_polling(reason, outcome);
         }
-        match self.backend.watch(dir, RecursiveMode::NonRecursive) {
+        match self.backend.watch(dir) {
             Ok(()) => true,
             Err(error) if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) => {
                 let needed = self.n_watches() + 1;
                 let reason = self.limit_reason(needed);
                 self.fall_back_to_polling(reason, outcome);
-                self.backend.watch(dir, RecursiveMode::NonRecursive).is_ok()
+                self.backend.watch(dir).is_ok()
             }
             // The directory vanished already; its parent's event reports it.
             Err(_) => false,
@@ -607,6 +654,7 @@ impl RepoFs {
     }
 
     fn rescan_into(&mut self, outcome: &mut Outcome) {
+        self.settle_walked_dirs();
         let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
         self.rules = rules;
         outcome.warnings.extend(problems);
@@ -661,7 +709,7 @@ impl RepoFs {
 
     /// Takes the result of the initial walk (watches already installed).
     fn absorb_scan(&mut self, scan: Scan) {
-        self.dirs = scan.dirs.into_iter().collect();
+        self.walked_dirs = scan.dirs;
         for dir in &scan.gitignores {
             self.rules.load_dir(dir);
         }
@@ -675,6 +723,7 @@ impl RepoFs {
     /// handles any event, and every event re-stats its path, so a change
     /// made in between is reported, not lost.
     pub(crate) fn build_snapshot(&mut self) {
+        self.settle_walked_dirs();
         let scan = walk_tree(
             &self.root,
             self.rules.configured(),
@@ -683,6 +732,14 @@ impl RepoFs {
             true,
         );
         self.snapshot = Snapshot::from_map(scan.entries);
+    }
+
+    /// Moves the initial walk's directories into the ordered set that
+    /// every change to the directory set works on.
+    fn settle_walked_dirs(&mut self) {
+        if !self.walked_dirs.is_empty() {
+            self.dirs.extend(std::mem::take(&mut self.walked_dirs));
+        }
     }
 
     fn limit_reason(&self, needed: usize) -> String {
@@ -718,6 +775,7 @@ impl RepoFs {
         if matches!(self.mode, Mode::Polling(_)) {
             return;
         }
+        self.settle_walked_dirs();
         tracing::warn!(repo = %self.repo, "{reason}");
         match poll_watcher(&self.sink, self.options.poll_interval) {
             Ok(mut poller) => {
@@ -726,7 +784,7 @@ impl RepoFs {
                 }
                 // Dropping the native watcher releases every inotify watch
                 // it held.
-                self.backend = Box::new(poller);
+                self.backend = Backend::Notify(Box::new(poller));
                 self.mode = Mode::Polling(reason.clone());
                 outcome.warnings.push(reason);
                 outcome.mode_changed = true;
@@ -736,6 +794,65 @@ impl RepoFs {
                     .warnings
                     .push(format!("{reason}; but polling failed too: {error}"));
             }
+        }
+    }
+}
+
+/// What installs the watches: inotify directly on Linux, notify elsewhere
+/// and for the polling fallback.
+enum Backend {
+    #[cfg(target_os = "linux")]
+    Inotify(self::inotify::InotifyWatcher),
+    Notify(Box<dyn Watcher + Send>),
+}
+
+impl Backend {
+    /// The platform's native, event-driven backend.
+    fn native(sink: &RawSink) -> notify::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            self::inotify::InotifyWatcher::new(sink.clone())
+                .map(Backend::Inotify)
+                .map_err(notify::Error::io)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            notify::recommended_watcher(sink.clone())
+                .map(|watcher| Backend::Notify(Box::new(watcher)))
+        }
+    }
+
+    /// A handle that other threads may install watches through, when the
+    /// backend has one.
+    #[cfg(target_os = "linux")]
+    fn installer(&self) -> Option<&self::inotify::Installer> {
+        match self {
+            Backend::Inotify(watcher) => Some(watcher.installer()),
+            Backend::Notify(_) => None,
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    #[allow(clippy::unused_self)]
+    fn installer(&self) -> Option<&()> {
+        None
+    }
+
+    /// Watches `dir`, not recursively.
+    fn watch(&mut self, dir: &Path) -> notify::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::Inotify(watcher) => watcher.watch(dir),
+            Backend::Notify(watcher) => watcher.watch(dir, RecursiveMode::NonRecursive),
+        }
+    }
+
+    /// Stops watching `dir`.
+    fn unwatch(&mut self, dir: &Path) -> notify::Result<()> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::Inotify(watcher) => watcher.unwatch(dir),
+            Backend::Notify(watcher) => watcher.unwatch(dir),
         }
     }
 }
