@@ -177,7 +177,11 @@ impl InotifyWatcher {
     /// every event to `sink`.
     pub(crate) fn new(sink: RawSink) -> io::Result<Self> {
         let inotify = Inotify::init()?;
-        let (wake, stop) = nix::unistd::pipe().map_err(io::Error::from)?;
+        // Close-on-exec: a child spawned meanwhile (a pipeline step, a
+        // browser in a test) must not hold the write end open, or closing
+        // ours would never wake the reader and `drop` would wait forever.
+        let (wake, stop) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             installed: Condvar::new(),
@@ -214,9 +218,12 @@ impl InotifyWatcher {
 
 impl Drop for InotifyWatcher {
     fn drop(&mut self) {
-        // Closing the pipe's write end makes the reader's poll return; the
-        // reader then drops the instance, which releases every watch.
-        drop(self.stop.take());
+        // A byte on the pipe (and its closing) makes the reader's poll
+        // return; the reader then drops the instance, which releases every
+        // watch.
+        if let Some(stop) = self.stop.take() {
+            let _ = nix::unistd::write(&stop, &[1]);
+        }
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -474,6 +481,27 @@ mod tests {
         let missing = dir.path().join("missing");
         let error = watcher.watch(&missing).unwrap_err();
         assert_eq!(error.paths, [missing]);
+    }
+
+    #[test]
+    fn dropping_the_watcher_stops_its_reader_even_with_a_child_running() {
+        // A child started while the watcher exists must not keep its stop
+        // pipe open.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (watcher, mut rx) = watcher();
+        let mut second = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        drop(watcher);
+        assert!(rx.blocking_recv().is_none());
+        let _ = child.kill();
+        let _ = second.kill();
+        let _ = child.wait();
+        let _ = second.wait();
     }
 
     #[test]
