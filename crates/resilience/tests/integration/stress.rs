@@ -217,6 +217,17 @@ fn keyed_limiter_under_contention_with_eviction() {
         .build()
         .unwrap();
     let admitted: Vec<AtomicU64> = (0..16).map(|_| AtomicU64::new(0)).collect();
+    // Two of each hot key's three tokens are taken first: a churning key
+    // takes one, so every hot bucket is then strictly emptier (a later TAT)
+    // than any churning one. With a single token taken, a hot key would tie
+    // with churning keys, and evicting it on a tie is allowed.
+    for key in 0..16_u32 {
+        for _ in 0..2 {
+            if limiter.check(&key, 1).is_ok() {
+                admitted[key as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
     thread::scope(|scope| {
         for t in 0..THREADS {
             let (limiter, admitted) = (&limiter, &admitted);
