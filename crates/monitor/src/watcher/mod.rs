@@ -298,9 +298,7 @@ impl RepoFs {
                 scan
             }),
         };
-        let watch_errors = watch_errors.into_inner().unwrap_or_default();
         warnings.extend(scan.errors.iter().cloned());
-        warnings.extend(watch_errors);
         this.absorb_scan(scan);
 
         let git_dirs = git_watch_dirs(&this.git_dir);
@@ -310,15 +308,12 @@ impl RepoFs {
                 if needed > budget {
                     limit_hit.store(true, Ordering::Relaxed);
                 } else if let Err(error) = this.backend.watch(&dir) {
-                    if matches!(error.kind, notify::ErrorKind::MaxFilesWatch) {
-                        limit_hit.store(true, Ordering::Relaxed);
-                    } else {
-                        warnings.push(format!("watching {}: {error}", dir.display()));
-                    }
+                    note_failure(&dir, error);
                 }
             }
             this.git_dirs.insert(dir);
         }
+        warnings.extend(watch_errors.into_inner().unwrap_or_default());
 
         if limit_hit.load(Ordering::Relaxed) && this.mode == Mode::Native {
             let reason = this.limit_reason(needed);
@@ -362,7 +357,6 @@ impl RepoFs {
             return outcome;
         }
         self.options.globs = globs;
-        self.settle_walked_dirs();
         let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
         self.rules = rules;
         outcome.warnings.extend(problems);
@@ -428,7 +422,6 @@ impl RepoFs {
     /// Walks the whole tree again and reports what differs from the
     /// snapshot (after a queue overflow, or on request).
     pub(crate) fn rescan(&mut self) -> Outcome {
-        self.settle_walked_dirs();
         let mut outcome = Outcome::default();
         self.rescan_into(&mut outcome);
         self.finish(outcome)
