@@ -181,6 +181,8 @@ impl Daemon {
                 killed_groups = recovery.killed_groups,
                 removed_workspaces = recovery.removed_workspaces,
                 undone_deliveries = recovery.undone_deliveries,
+                finished_rollbacks = recovery.finished_rollbacks.len(),
+                removed_locks = recovery.removed_locks,
                 "recovered from an unclean stop"
             );
         }

@@ -348,6 +348,22 @@ pub enum RollbackState {
     RolledBack,
     /// What the job wrote has changed since; rollback is refused.
     Superseded,
+    /// A rollback started and has not finished: its intent is durable
+    /// before anything is restored, so a stop in the middle leaves this
+    /// state, and the next start (or the operator's retry) finishes it.
+    InProgress,
+}
+
+impl RollbackState {
+    /// The wire name, as in the API's `rollback` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::RolledBack => "rolledBack",
+            Self::Superseded => "superseded",
+            Self::InProgress => "inProgress",
+        }
+    }
 }
 
 /// The analysis scores of one touched file, before and after a job.
@@ -517,6 +533,19 @@ mod tests {
         assert!(job.finished_at.is_some());
         job.transition_to(JobState::RolledBack).unwrap();
         assert_eq!(job.rollback, Some(RollbackState::RolledBack));
+    }
+
+    #[test]
+    fn rollback_state_names_are_the_serde_names() {
+        for state in [
+            RollbackState::Available,
+            RollbackState::RolledBack,
+            RollbackState::Superseded,
+            RollbackState::InProgress,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
     }
 
     #[test]

@@ -559,7 +559,7 @@
     if (app.role !== 'admin') return [];
     const buttons = [];
     if (job.state === 'queued' || job.state === 'running') buttons.push(adminButton('Cancel', 'btn-danger', (b) => cancelJob(job.id, b)));
-    if (job.rollback === 'available') buttons.push(adminButton('Rollback', '', (b) => rollbackJob(job, b)));
+    if (job.rollback === 'available' || job.rollback === 'inProgress') buttons.push(adminButton('Rollback', '', (b) => rollbackJob(job, b)));
     return buttons;
   }
 

@@ -16,7 +16,7 @@
 //! recovery at the next start accounts for it (interrupted, re-queued once).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -120,6 +120,9 @@ pub struct RecoverySummary {
     /// Stale lock files of delivery branches removed (left by a crash in
     /// the middle of a branch update).
     pub removed_locks: usize,
+    /// Rollbacks a stop cut short, finished (their jobs are `rolledBack`
+    /// now).
+    pub finished_rollbacks: Vec<JobId>,
 }
 
 /// The orchestrator. Cheap to clone; clones share everything.
@@ -321,6 +324,7 @@ impl Orchestrator {
         let removed_locks = self.remove_stale_branch_locks(&config).await;
         let mut summary = RecoverySummary {
             undone_deliveries: self.undo_interrupted_deliveries(&config).await?,
+            finished_rollbacks: self.finish_interrupted_rollbacks(&config).await?,
             removed_locks,
             ..RecoverySummary::default()
         };
@@ -453,37 +457,80 @@ impl Orchestrator {
             .state(JobState::Running)
             .state(JobState::Interrupted)
             .state(JobState::Queued);
-        let mut page = PageRequest::first().limit(500);
         let mut undone = 0;
+        for job in &self.recovery_jobs(filter).await? {
+            let Some(record) = &job.delivery else {
+                continue;
+            };
+            if job.state() == JobState::Queued
+                && (job.interruptions == 0 || record.kind != orchex_core::Delivery::Branch)
+            {
+                continue;
+            }
+            let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) else {
+                continue;
+            };
+            match engine::undo_interrupted_delivery(store.as_ref(), job, &repo.path).await {
+                Ok(n) => undone += n,
+                Err(err) => {
+                    tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
+                }
+            }
+        }
+        Ok(undone)
+    }
+
+    /// Every job that `filter` matches, for recovery (which looks at few:
+    /// the active ones, the rollbacks in progress).
+    async fn recovery_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, OrchestratorError> {
+        let mut page = PageRequest::first().limit(500);
+        let mut all = Vec::new();
         loop {
-            let jobs = store
+            let jobs = self
+                .inner
+                .deps
+                .store
                 .list_jobs(filter.clone(), page.clone())
                 .await
                 .map_err(|e| OrchestratorError::Recovery(e.to_string()))?;
-            for job in &jobs.items {
-                let Some(record) = &job.delivery else {
-                    continue;
-                };
-                if job.state() == JobState::Queued
-                    && (job.interruptions == 0 || record.kind != orchex_core::Delivery::Branch)
-                {
-                    continue;
-                }
-                let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) else {
-                    continue;
-                };
-                match engine::undo_interrupted_delivery(store.as_ref(), job, &repo.path).await {
-                    Ok(n) => undone += n,
-                    Err(err) => {
-                        tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
-                    }
-                }
-            }
+            all.extend(jobs.items);
             match jobs.next_cursor {
                 Some(cursor) => page = PageRequest::first().limit(500).after(cursor),
-                None => return Ok(undone),
+                None => return Ok(all),
             }
         }
+    }
+
+    /// Finishes the rollbacks that a stop cut short: their intent was made
+    /// durable before anything was restored, and the operator who asked
+    /// for one got no answer, so recovery completes it (what was restored
+    /// already counts as done) rather than leave a `succeeded` job whose
+    /// result may be half gone. One that meets a change made since is
+    /// marked `superseded`, as an operator's rollback would be.
+    async fn finish_interrupted_rollbacks(
+        &self,
+        config: &Config,
+    ) -> Result<Vec<JobId>, OrchestratorError> {
+        let filter = JobFilter::new()
+            .state(JobState::Succeeded)
+            .rollback(orchex_core::RollbackState::InProgress);
+        let mut finished = Vec::new();
+        for job in &self.recovery_jobs(filter).await? {
+            let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) else {
+                tracing::warn!(job = %job.id, repo = %job.repo, "an interrupted rollback's repository is no longer configured; it stays in progress");
+                continue;
+            };
+            match self.roll_back(job, &repo.path).await {
+                Ok(job) => {
+                    tracing::warn!(job = %job.id, "finished a rollback that a stop cut short");
+                    finished.push(job.id);
+                }
+                Err(err) => {
+                    tracing::error!(job = %job.id, %err, "cannot finish a rollback that a stop cut short");
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// Finds each repository's last scheduled run in the job history, so
@@ -1572,8 +1619,23 @@ impl Orchestrator {
             .ok_or_else(|| {
                 ControlError::Conflict(format!("repository {} is no longer configured", job.repo))
             })?;
+        self.roll_back(&job, &repo.path).await
+    }
+
+    /// Runs a rollback under the repository's writer lock and records its
+    /// outcome: `rolledBack` with an event, or `superseded` on a conflict.
+    async fn roll_back(&self, job: &Job, repo_path: &Path) -> Result<Job, ControlError> {
+        let store = &self.inner.deps.store;
+        let id = job.id;
         let _writer = self.inner.engine.writers.lock(&job.repo).await;
-        match engine::rollback(store.as_ref(), &job, &repo.path).await {
+        // Read again under the lock: a rollback that held it before may
+        // have finished this one already.
+        let job = store
+            .get_job(id)
+            .await
+            .map_err(|e| ControlError::Internal(format!("storage: {e}")))?
+            .ok_or_else(|| ControlError::NotFound(format!("job {id} not found")))?;
+        match engine::rollback(store.as_ref(), &job, repo_path).await {
             Ok(()) => {
                 let job = store
                     .transition(

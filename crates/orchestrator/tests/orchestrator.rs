@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use orchex_core::config::Config;
 use orchex_core::{
-    Delivery, Event, EventKind, Job, JobId, JobState, Pipeline, RepoId, Repository, SkipReason,
-    Step, TriggerKind,
+    Delivery, Event, EventKind, Job, JobId, JobState, Pipeline, RepoId, Repository, RollbackState,
+    SkipReason, Step, TriggerKind,
 };
 use orchex_orchestrator::{
     ControlError, Events, ManualRun, Orchestrator, OrchestratorDeps, RunState,
@@ -507,6 +507,168 @@ async fn rollbacks_in_a_row_are_not_mistaken_for_a_human_edit() {
     let sixth = deliver().await;
     assert_eq!(sixth.delivery.clone().unwrap().previous, None);
     assert_eq!(tip(), sixth.delivery.unwrap().commit.unwrap());
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+/// Found by the crash loop: a rollback moved the branch back and the daemon
+/// died before the job was marked `rolledBack`. The job stayed `succeeded`
+/// with its commit gone from the branch, so every later delivery was
+/// skipped as `manuallyEdited`. The rollback's intent is durable now, and
+/// recovery finishes it whether or not the branch had moved yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_cut_short_is_finished_by_recovery() {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    let repo = h.repo();
+    let deliver = || async {
+        bump(&repo);
+        let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+        assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.skip_reason);
+        job
+    };
+    let tip = || git(&repo, &["rev-parse", "orchex/codegen"]);
+    let commit_of = |job: &Job| job.delivery.clone().unwrap().commit.unwrap();
+    let store = &h.store;
+    let cut_short = |job: &Job| {
+        let id = job.id;
+        async move {
+            store
+                .update_job(
+                    id,
+                    orchex_store::JobPatch::new().rollback(RollbackState::InProgress),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    h.start();
+    let first = deliver().await;
+    let second = deliver().await;
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+
+    // Killed before the branch moved: recovery moves it.
+    cut_short(&second).await;
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.finished_rollbacks, vec![second.id]);
+    assert_eq!(tip(), commit_of(&first));
+    let second = h.store.get_job(second.id).await.unwrap().unwrap();
+    assert_eq!(second.state(), JobState::RolledBack);
+    assert_eq!(second.rollback, Some(RollbackState::RolledBack));
+
+    // Killed after the branch moved: recovery records it.
+    h.start();
+    let third = deliver().await;
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    cut_short(&third).await;
+    git(
+        &repo,
+        &[
+            "update-ref",
+            "refs/heads/orchex/codegen",
+            &commit_of(&first),
+        ],
+    );
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.finished_rollbacks, vec![third.id]);
+    assert_eq!(
+        h.store.get_job(third.id).await.unwrap().unwrap().state(),
+        JobState::RolledBack
+    );
+    assert!(h.kinds().contains(&EventKind::JobRolledBack));
+
+    // The branch is where the records say: the next job delivers on top.
+    h.start();
+    let fourth = deliver().await;
+    assert_eq!(
+        fourth.delivery.clone().unwrap().previous,
+        Some(commit_of(&first))
+    );
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    assert!(
+        h.orchestrator
+            .recover()
+            .await
+            .unwrap()
+            .finished_rollbacks
+            .is_empty()
+    );
+}
+
+/// A worktree rollback that restored some files and not the others when
+/// the daemon died: recovery restores the rest, and what was restored
+/// already is not taken for a change made since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worktree_rollback_cut_short_is_finished_by_recovery() {
+    let h = Harness::new(|config, _| {
+        let mut p = pipeline("fix", "echo v2 > schema/api.txt; echo new > added.txt");
+        p.deliver = Delivery::Worktree;
+        config.pipelines.push(p);
+    })
+    .await;
+    let repo = h.repo();
+    h.start();
+    let job = h.wait_final(h.run("fix").await.remove(0).id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    h.store
+        .update_job(
+            job.id,
+            orchex_store::JobPatch::new().rollback(RollbackState::InProgress),
+        )
+        .await
+        .unwrap();
+    std::fs::write(repo.join("schema/api.txt"), "v1\n").unwrap();
+
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.finished_rollbacks, vec![job.id]);
+    assert!(!repo.join("added.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(),
+        "v1\n"
+    );
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    assert_eq!(
+        h.store.get_job(job.id).await.unwrap().unwrap().state(),
+        JobState::RolledBack
+    );
+}
+
+/// Two operators roll back the same job at once: one rolls it back, the
+/// other is told it is rolled back already, and the job's record is not
+/// turned into `superseded` by the loser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rollbacks_of_one_job_roll_it_back_once() {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    h.start();
+    bump(&h.repo());
+    let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.skip_reason);
+    let (a, b) = tokio::join!(
+        h.orchestrator.rollback(job.id),
+        h.orchestrator.rollback(job.id)
+    );
+    assert_eq!(
+        usize::from(a.is_ok()) + usize::from(b.is_ok()),
+        1,
+        "{a:?} {b:?}"
+    );
+    let loser = a.err().or(b.err()).unwrap();
+    assert!(
+        matches!(loser, ControlError::Conflict(ref m) if m.contains("rolledBack")),
+        "{loser:?}"
+    );
+    let job = h.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::RolledBack);
+    assert_eq!(job.rollback, Some(RollbackState::RolledBack));
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 

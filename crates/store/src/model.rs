@@ -103,6 +103,8 @@ pub struct JobFilter {
     pub repo: Option<RepoId>,
     /// Only this pipeline.
     pub pipeline: Option<String>,
+    /// Only jobs in this rollback state.
+    pub rollback: Option<RollbackState>,
 }
 
 impl JobFilter {
@@ -132,6 +134,14 @@ impl JobFilter {
         self
     }
 
+    /// Restricts to one rollback state (for instance the rollbacks a stop
+    /// cut short, [`RollbackState::InProgress`]).
+    #[must_use]
+    pub fn rollback(mut self, rollback: RollbackState) -> Self {
+        self.rollback = Some(rollback);
+        self
+    }
+
     /// Whether `job` matches (the same rule the store applies in SQL).
     pub fn matches(&self, job: &Job) -> bool {
         (self.states.is_empty() || self.states.contains(&job.state()))
@@ -140,6 +150,9 @@ impl JobFilter {
                 .pipeline
                 .as_ref()
                 .is_none_or(|pipeline| *pipeline == job.pipeline)
+            && self
+                .rollback
+                .is_none_or(|rollback| job.rollback == Some(rollback))
     }
 }
 

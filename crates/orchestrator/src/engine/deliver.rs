@@ -390,6 +390,12 @@ pub(crate) enum RollbackError {
 }
 
 /// Restores exactly what `job` replaced, refusing where it changed since.
+///
+/// The intent ([`RollbackState::InProgress`]) is made durable before
+/// anything is restored, so that a stop in the middle is finished by the
+/// next start's recovery instead of leaving a `succeeded` job whose result
+/// is gone. A rollback already in progress resumes: what it has restored
+/// already counts as done, not as a change made since.
 pub(crate) async fn rollback(
     store: &dyn Store,
     job: &Job,
@@ -408,80 +414,106 @@ pub(crate) async fn rollback(
             job.id
         )));
     };
-    let repo_path = repo_path.to_path_buf();
-    let message = format!("orchex: roll back job {}", job.id);
-    match record.kind {
-        Delivery::None => Err(RollbackError::NotDelivered(format!(
+    if record.kind == Delivery::None {
+        return Err(RollbackError::NotDelivered(format!(
             "job {} was a dry run; nothing was written",
             job.id
-        ))),
-        Delivery::Branch => {
-            let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone())
-            else {
-                return Err(RollbackError::Failed(
-                    "the delivery record has no branch or commit".to_owned(),
-                ));
-            };
-            tokio::task::spawn_blocking(move || {
-                let repo =
-                    GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
-                let wrote: Oid = commit
-                    .parse()
-                    .map_err(|e| RollbackError::Failed(format!("{e}")))?;
-                let previous = record
-                    .previous
-                    .as_deref()
-                    .map(str::parse::<Oid>)
-                    .transpose()
-                    .map_err(|e| RollbackError::Failed(format!("{e}")))?;
-                repo.rollback_branch(&branch, wrote, previous, &message)
-                    .map_err(|e| match e {
-                        GitError::Superseded { .. } => RollbackError::Conflict(e.to_string()),
-                        other => RollbackError::Failed(other.to_string()),
-                    })
-            })
-            .await
-            .map_err(|e| RollbackError::Failed(e.to_string()))?
-        }
-        Delivery::Worktree => {
-            let backups = store
-                .backups(job.id)
-                .await
-                .map_err(|e| RollbackError::Failed(format!("cannot read the backups: {e}")))?;
-            tokio::task::spawn_blocking(move || {
-                let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
-                let workdir = repo
-                    .workdir()
-                    .map(Path::to_path_buf)
-                    .ok_or_else(|| RollbackError::Failed("the repository has no working tree".to_owned()))?;
-                let mut changed_since = Vec::new();
-                for (path, written) in &record.written {
-                    let current = file_hash(&workdir.join(path))
-                        .map_err(|e| RollbackError::Failed(format!("cannot read {path}: {e}")))?;
-                    if &current != written {
-                        changed_since.push(path.clone());
-                    }
-                }
-                if !changed_since.is_empty() {
-                    return Err(RollbackError::Conflict(format!(
-                        "these files changed since the job wrote them, so nothing was rolled back: {}",
-                        changed_since.join(", ")
-                    )));
-                }
-                for backup in &backups {
-                    if let Backup::File { path, previous, mode } = backup
-                        && record.written.contains_key(path)
-                    {
-                        restore_file(&workdir, path, previous.as_deref(), *mode)
-                            .map_err(|e| RollbackError::Failed(format!("cannot restore {path}: {e}")))?;
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| RollbackError::Failed(e.to_string()))?
-        }
+        )));
     }
+    let resuming = job.rollback == Some(RollbackState::InProgress);
+    if !resuming {
+        store
+            .update_job(job.id, JobPatch::new().rollback(RollbackState::InProgress))
+            .await
+            .map_err(|e| {
+                RollbackError::Failed(format!(
+                    "cannot record the rollback; nothing was rolled back: {e}"
+                ))
+            })?;
+    }
+    let repo_path = repo_path.to_path_buf();
+    let message = format!("orchex: roll back job {}", job.id);
+    if record.kind == Delivery::Branch {
+        let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone()) else {
+            return Err(RollbackError::Failed(
+                "the delivery record has no branch or commit".to_owned(),
+            ));
+        };
+        return tokio::task::spawn_blocking(move || {
+            let repo =
+                GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+            let wrote: Oid = commit
+                .parse()
+                .map_err(|e| RollbackError::Failed(format!("{e}")))?;
+            let previous = record
+                .previous
+                .as_deref()
+                .map(str::parse::<Oid>)
+                .transpose()
+                .map_err(|e| RollbackError::Failed(format!("{e}")))?;
+            match repo.rollback_branch(&branch, wrote, previous, &message) {
+                Ok(()) => Ok(()),
+                // The interrupted rollback had moved the branch already.
+                Err(GitError::Superseded { actual, .. }) if resuming && actual == previous => {
+                    Ok(())
+                }
+                Err(e @ GitError::Superseded { .. }) => Err(RollbackError::Conflict(e.to_string())),
+                Err(other) => Err(RollbackError::Failed(other.to_string())),
+            }
+        })
+        .await
+        .map_err(|e| RollbackError::Failed(e.to_string()))?;
+    }
+    let backups = store
+        .backups(job.id)
+        .await
+        .map_err(|e| RollbackError::Failed(format!("cannot read the backups: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+        let workdir = repo.workdir().map(Path::to_path_buf).ok_or_else(|| {
+            RollbackError::Failed("the repository has no working tree".to_owned())
+        })?;
+        let replaced: BTreeMap<&str, (Option<&[u8]>, Option<u32>)> = backups
+            .iter()
+            .filter_map(|backup| match backup {
+                Backup::File {
+                    path,
+                    previous,
+                    mode,
+                } => Some((path.as_str(), (previous.as_deref(), *mode))),
+                _ => None,
+            })
+            .collect();
+        let mut to_restore = Vec::new();
+        let mut changed_since = Vec::new();
+        for (path, written) in &record.written {
+            let current = file_hash(&workdir.join(path))
+                .map_err(|e| RollbackError::Failed(format!("cannot read {path}: {e}")))?;
+            let Some(&(previous, mode)) = replaced.get(path.as_str()) else {
+                return Err(RollbackError::Failed(format!(
+                    "no backup of {path}, so nothing was rolled back"
+                )));
+            };
+            if &current == written {
+                to_restore.push((path, previous, mode));
+            } else if !(resuming && current == previous.map(super::workspace::sha256_hex)) {
+                changed_since.push(path.clone());
+            }
+        }
+        if !changed_since.is_empty() {
+            return Err(RollbackError::Conflict(format!(
+                "these files changed since the job wrote them, so nothing was rolled back: {}",
+                changed_since.join(", ")
+            )));
+        }
+        for (path, previous, mode) in to_restore {
+            restore_file(&workdir, path, previous, mode)
+                .map_err(|e| RollbackError::Failed(format!("cannot restore {path}: {e}")))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| RollbackError::Failed(e.to_string()))?
 }
 
 /// Undoes the delivery of a job that a crash interrupted: what it wrote is

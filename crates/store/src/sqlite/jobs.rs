@@ -515,6 +515,12 @@ fn filter_sql(filter: &JobFilter, clauses: &mut Vec<String>, values: &mut Vec<Va
         clauses.push("pipeline = ?".into());
         values.push(Value::Text(pipeline.clone()));
     }
+    if let Some(rollback) = filter.rollback {
+        // The rollback state lives only in the document; a filter on it is
+        // rare (start-up recovery) and may scan.
+        clauses.push("json_extract(doc, '$.rollback') = ?".into());
+        values.push(Value::Text(rollback.as_str().to_owned()));
+    }
 }
 
 fn where_sql(clauses: &[String]) -> String {

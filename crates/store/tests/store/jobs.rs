@@ -80,6 +80,20 @@ async fn a_job_round_trips_with_every_result() {
     assert_eq!(stored.delivery, Some(delivery));
     assert_eq!(stored.rollback, Some(RollbackState::Available));
     assert_eq!(stored.impact, Some(impact));
+    // The rollback state filters, in SQL as in `JobFilter::matches`.
+    for (rollback, expected) in [
+        (RollbackState::Available, 1),
+        (RollbackState::InProgress, 0),
+    ] {
+        let filter = JobFilter::new().rollback(rollback);
+        let listed = store
+            .list_jobs(filter.clone(), PageRequest::first())
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), expected, "{rollback:?}");
+        assert_eq!(filter.matches(&stored), expected == 1);
+        assert_eq!(store.count_jobs(filter).await.unwrap(), expected as u64);
+    }
     assert_eq!(stored.changed, Some(true));
     assert_eq!(stored.started_at, done.started_at);
 
