@@ -11,10 +11,11 @@
 //! encodes each event of the bus once into a ready message and hands the
 //! sessions batches of them (events arriving within [`FEED_BATCH_WINDOW`]
 //! of each other travel together), and every session forwards the same
-//! reference-counted texts; snapshots are shared the same way. A session's
-//! writer feeds everything queued (up to [`WRITE_BATCH_BYTES`]) before it
-//! flushes, so a batch of events costs one wake-up and one socket write per
-//! client rather than one per event.
+//! reference-counted texts; snapshots are shared the same way. Each session
+//! is one task that queues and writes itself (no channel, no second task,
+//! no lock between the socket's halves); it feeds everything queued (up to
+//! [`WRITE_BATCH_BYTES`]) before it flushes, so a batch of events costs one
+//! wake-up and one socket write per client rather than one per event.
 //!
 //! A client that reads too slowly never slows anyone else: between the
 //! session and the socket sits a queue of [`WsOptions::send_buffer`]
@@ -26,17 +27,19 @@
 //! client whose queue stays full, or whose socket accepts nothing, for
 //! [`WsOptions::stuck_after`] is disconnected.
 
-use std::pin::pin;
+use std::collections::VecDeque;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::future::{BoxFuture, Either};
-use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
+use futures::future::BoxFuture;
+use futures::{Sink, SinkExt as _, Stream};
 use orchex_core::Event;
 use orchex_telemetry::{LiveFilter, Received, TelemetryBus};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -460,12 +463,15 @@ struct SentSections {
 impl SentSections {
     /// Queues the sections this client needs: the first always, the others
     /// when they changed, or every one when `all`.
-    async fn offer(
+    async fn offer<S, E>(
         &mut self,
-        outbox: &mut Outbox,
+        outbox: &mut Conn<S>,
         snapshot: &Snapshot,
         all: bool,
-    ) -> Result<(), Ending> {
+    ) -> Result<(), Ending>
+    where
+        S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    {
         self.versions.resize(snapshot.sections.len(), None);
         for (index, section) in snapshot.sections.iter().enumerate() {
             let sent = &mut self.versions[index];
@@ -533,47 +539,143 @@ fn message_len(message: &Message) -> usize {
     }
 }
 
-struct Outbox {
-    queue: mpsc::Sender<Message>,
+/// The client's socket and what is queued for it: at most `capacity`
+/// messages, written by the session's own task (no second queue, no
+/// second task, no lock between the socket's halves), so a batch of events
+/// costs one wake-up and one write.
+struct Conn<S> {
+    socket: S,
+    queue: VecDeque<Message>,
+    capacity: usize,
+    /// Messages were fed to the socket and not flushed yet.
+    unflushed: bool,
+    /// Events dropped from a full queue, not reported yet.
     missed: u64,
     full_since: Option<Instant>,
+    /// Since when the socket has taken nothing while there was something
+    /// to write.
+    blocked_since: Option<Instant>,
     stuck_after: Duration,
 }
 
-impl Outbox {
+/// What the socket did while the session waited on it.
+enum Io<E> {
+    /// Everything queued was written and flushed.
+    Written,
+    /// Writing failed.
+    WriteFailed,
+    /// The client sent something (`None`: the stream ended).
+    Incoming(Option<Result<Message, E>>),
+}
+
+impl<S, E> Conn<S>
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+{
+    fn new(socket: S, capacity: usize, stuck_after: Duration) -> Self {
+        Self {
+            socket,
+            queue: VecDeque::new(),
+            capacity,
+            unflushed: false,
+            missed: 0,
+            full_since: None,
+            blocked_since: None,
+            stuck_after,
+        }
+    }
+
+    fn wants_to_write(&self) -> bool {
+        self.unflushed || !self.queue.is_empty()
+    }
+
+    /// Writes the queue to the socket; `Ready(Ok)` once all of it is
+    /// written and flushed. Tracks since when the socket took nothing.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        let before = (self.queue.len(), self.unflushed);
+        let outcome = self.poll_write_queue(cx);
+        if outcome.is_pending() && (self.queue.len(), self.unflushed) == before {
+            self.blocked_since.get_or_insert_with(Instant::now);
+        } else {
+            self.blocked_since = None;
+        }
+        outcome
+    }
+
+    /// Feeds the queue to the socket, [`WRITE_BATCH_BYTES`] at most between
+    /// flushes (a larger message goes alone).
+    fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        loop {
+            let mut fed = 0;
+            while let Some(len) = self.queue.front().map(message_len) {
+                if fed > 0 && fed + len > WRITE_BATCH_BYTES {
+                    break;
+                }
+                match Pin::new(&mut self.socket).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+                let Some(message) = self.queue.pop_front() else {
+                    break;
+                };
+                if Pin::new(&mut self.socket).start_send(message).is_err() {
+                    return Poll::Ready(Err(()));
+                }
+                fed += len;
+                self.unflushed = true;
+            }
+            if self.unflushed {
+                match Pin::new(&mut self.socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.queue.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Writes what is queued, then looks at what the client sent.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io<E>> {
+        if self.wants_to_write() {
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Io::Written),
+                Poll::Ready(Err(())) => return Poll::Ready(Io::WriteFailed),
+                Poll::Pending => {}
+            }
+        }
+        Pin::new(&mut self.socket).poll_next(cx).map(Io::Incoming)
+    }
+
     /// Queues `message`: `Ok(false)` when the queue was full and it was
     /// dropped, `Err` when the client has been stuck too long.
     ///
-    /// A full queue first yields once: the writer shares this task, so a
-    /// burst of events must let it drain the queue into a socket that is
-    /// keeping up before anything is counted as missed.
+    /// A full queue is first written to the socket: a burst of events must
+    /// go into a socket that is keeping up before anything is counted as
+    /// missed.
     async fn offer(&mut self, message: Message, counts_as_missed: bool) -> Result<bool, Ending> {
-        let message = match self.queue.try_send(message) {
-            Ok(()) => {
-                self.full_since = None;
-                return Ok(true);
+        if self.queue.len() >= self.capacity {
+            let written = std::future::poll_fn(|cx| Poll::Ready(self.poll_write(cx))).await;
+            if matches!(written, Poll::Ready(Err(()))) {
+                return Err(Ending::SendFailed);
             }
-            Err(mpsc::error::TrySendError::Full(message)) => message,
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Ending::SendFailed),
-        };
-        tokio::task::yield_now().await;
-        match self.queue.try_send(message) {
-            Ok(()) => {
-                self.full_since = None;
-                Ok(true)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if counts_as_missed {
-                    self.missed += 1;
-                }
-                let since = *self.full_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.stuck_after {
-                    Err(Ending::Stuck)
-                } else {
-                    Ok(false)
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Ending::SendFailed),
+        }
+        if self.queue.len() < self.capacity {
+            self.queue.push_back(message);
+            self.full_since = None;
+            return Ok(true);
+        }
+        if counts_as_missed {
+            self.missed += 1;
+        }
+        let since = *self.full_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.stuck_after {
+            Err(Ending::Stuck)
+        } else {
+            Ok(false)
         }
     }
 
@@ -591,60 +693,75 @@ impl Outbox {
 
     /// Whether a `lagged` notice and a snapshot fit now.
     fn can_report_lag(&self) -> bool {
-        self.missed > 0 && self.queue.capacity() >= 2
+        self.missed > 0 && self.capacity.saturating_sub(self.queue.len()) >= 2
     }
-}
 
-/// Writes what the session queues: the messages already queued, as long
-/// as they fit in [`WRITE_BATCH_BYTES`] together, are fed to the sink, then
-/// flushed once.
-async fn write_queued<Tx>(
-    mut sink: Tx,
-    mut queued: mpsc::Receiver<Message>,
-    stuck_after: Duration,
-) -> Ending
-where
-    Tx: Sink<Message> + Unpin + Send,
-{
-    // The message that did not fit in the last batch.
-    let mut carried: Option<Message> = None;
-    loop {
-        let first = match carried.take() {
-            Some(message) => message,
-            None => match queued.recv().await {
-                Some(message) => message,
-                None => break,
-            },
-        };
-        let batch = async {
-            let mut bytes = message_len(&first);
-            sink.feed(first).await?;
-            while let Ok(next) = queued.try_recv() {
-                let len = message_len(&next);
-                if bytes + len > WRITE_BATCH_BYTES {
-                    carried = Some(next);
-                    break;
-                }
-                bytes += len;
-                sink.feed(next).await?;
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(stuck_after, batch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ending::SendFailed,
-            Err(_) => return Ending::Stuck,
+    /// Writes what is left (the close frame among it) and closes the
+    /// socket, a second at most for each.
+    async fn close(&mut self) {
+        let drained = std::future::poll_fn(|cx| self.poll_write(cx));
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(1), drained).await,
+            Ok(Ok(()))
+        ) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close()).await;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    Ending::Shutdown
 }
 
-/// Runs one client's session over `sink` and `stream` until it ends.
-pub async fn run_session<Tx, Rx, E>(session: Session, sink: Tx, mut stream: Rx) -> Ending
+/// A sink and a stream as one socket, for [`run_session`].
+struct Duplex<Tx, Rx> {
+    sink: Tx,
+    stream: Rx,
+}
+
+impl<Tx: Sink<Message> + Unpin, Rx: Unpin> Sink<Message> for Duplex<Tx, Rx> {
+    type Error = Tx::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        Pin::new(&mut self.sink).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_close(cx)
+    }
+}
+
+impl<Tx: Unpin, Rx: Stream + Unpin> Stream for Duplex<Tx, Rx> {
+    type Item = Rx::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
+
+/// Runs one client's session over `sink` and `stream` until it ends (for
+/// a socket that is one value, [`run_socket_session`] saves splitting it).
+pub async fn run_session<Tx, Rx, E>(session: Session, sink: Tx, stream: Rx) -> Ending
 where
     Tx: Sink<Message> + Unpin + Send,
     Rx: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
+    run_socket_session(session, Duplex { sink, stream }).await
+}
+
+/// Runs one client's session over `socket` (a `Sink` of messages to the
+/// client and a `Stream` of what it sends) until it ends.
+///
+/// One task does everything: it forwards the feed's events into the
+/// client's queue, writes the queue to the socket, sends snapshots and
+/// pings, and reads pongs and the close.
+pub async fn run_socket_session<S, E>(session: Session, socket: S) -> Ending
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + Send,
 {
     let Session {
         mut events,
@@ -652,21 +769,33 @@ where
         options,
         shutdown,
     } = session;
-    let (queue, queued) = mpsc::channel::<Message>(options.send_buffer.max(2));
-    let stuck_after = options.stuck_after;
-    let writer = write_queued(sink, queued, stuck_after);
+    let mut conn = Conn::new(socket, options.send_buffer.max(2), options.stuck_after);
+    let ending = serve(&mut conn, &mut events, &snapshots, &options, &shutdown).await;
+    if ending == Ending::Shutdown {
+        conn.queue.push_back(Message::Close(Some(CloseFrame {
+            code: 1001,
+            reason: "server shutting down".into(),
+        })));
+        conn.close().await;
+    }
+    ending
+}
 
-    let producer = async move {
-        let mut outbox = Outbox {
-            queue,
-            missed: 0,
-            full_since: None,
-            stuck_after,
-        };
+async fn serve<S, E>(
+    conn: &mut Conn<S>,
+    events: &mut LiveEvents,
+    snapshots: &SnapshotSource,
+    options: &WsOptions,
+    shutdown: &CancellationToken,
+) -> Ending
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + Send,
+{
+    let served = async {
         let start = Instant::now();
         let mut sent = SentSections::default();
         if let Some(snapshot) = snapshots().await {
-            sent.offer(&mut outbox, &snapshot, true).await?;
+            sent.offer(conn, &snapshot, true).await?;
         }
         let mut last_snapshot = start;
         let mut snapshot_ticker =
@@ -675,43 +804,57 @@ where
         let mut ping_ticker =
             tokio::time::interval_at(start + options.ping_every, options.ping_every);
         ping_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let stuck = tokio::time::sleep(options.stuck_after);
+        let mut stuck = pin!(stuck);
         let mut last_heard = Instant::now();
+        let cancelled = shutdown.cancelled();
+        let mut cancelled = pin!(cancelled);
         loop {
-            if outbox.can_report_lag() {
-                let missed = std::mem::take(&mut outbox.missed);
-                outbox.offer(lagged_message(missed), false).await?;
+            if conn.can_report_lag() {
+                let missed = std::mem::take(&mut conn.missed);
+                conn.offer(lagged_message(missed), false).await?;
                 // Sections dropped from a full queue: all of them again.
                 sent = SentSections::default();
                 if last_snapshot.elapsed() >= options.snapshot_every / 2
                     && let Some(snapshot) = snapshots().await
                 {
-                    sent.offer(&mut outbox, &snapshot, true).await?;
+                    sent.offer(conn, &snapshot, true).await?;
                     last_snapshot = Instant::now();
                 }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    let _ = outbox.queue.try_send(Message::Close(Some(CloseFrame {
-                        code: 1001,
-                        reason: "server shutting down".into(),
-                    })));
-                    return Err::<(), Ending>(Ending::Shutdown);
+            let blocked_since = conn.blocked_since;
+            if let Some(since) = blocked_since {
+                if since.elapsed() >= options.stuck_after {
+                    return Err(Ending::Stuck);
                 }
+                stuck.as_mut().reset(since + options.stuck_after);
+            }
+            tokio::select! {
+                biased;
+                () = &mut cancelled => return Err::<(), Ending>(Ending::Shutdown),
                 received = events.recv() => {
                     let Some(item) = received else {
                         return Err(Ending::BusClosed);
                     };
-                    outbox.forward(item).await?;
-                    // Take what else is buffered before polling the timers
-                    // and the socket again.
+                    conn.forward(item).await?;
+                    // Take what else is buffered before writing and
+                    // polling the timers and the socket again.
                     for _ in 0..DRAIN_BATCH {
                         let Some(item) = events.try_recv() else { break };
-                        outbox.forward(item).await?;
+                        conn.forward(item).await?;
                     }
                 }
+                io = std::future::poll_fn(|cx| conn.poll_io(cx)) => match io {
+                    Io::Written => {}
+                    Io::WriteFailed => return Err(Ending::SendFailed),
+                    Io::Incoming(None | Some(Err(_) | Ok(Message::Close(_)))) => {
+                        return Err(Ending::ClientClosed);
+                    }
+                    Io::Incoming(Some(Ok(_))) => last_heard = Instant::now(),
+                },
                 _ = snapshot_ticker.tick() => {
                     if let Some(snapshot) = snapshots().await {
-                        sent.offer(&mut outbox, &snapshot, false).await?;
+                        sent.offer(conn, &snapshot, false).await?;
                         last_snapshot = Instant::now();
                     }
                 }
@@ -719,30 +862,15 @@ where
                     if last_heard.elapsed() >= options.ping_every * 2 {
                         return Err(Ending::Unresponsive);
                     }
-                    outbox.offer(Message::Ping(bytes::Bytes::from_static(b"orchex")), false).await?;
+                    conn.offer(Message::Ping(bytes::Bytes::from_static(b"orchex")), false).await?;
                 }
-                incoming = stream.next() => match incoming {
-                    None | Some(Err(_) | Ok(Message::Close(_))) => {
-                        return Err(Ending::ClientClosed);
-                    }
-                    Some(Ok(_)) => last_heard = Instant::now(),
-                },
+                () = &mut stuck, if blocked_since.is_some() => {}
             }
         }
     };
-
-    let producer = pin!(producer);
-    let writer = pin!(writer);
-    match futures::future::select(producer, writer).await {
-        Either::Left((result, writer)) => {
-            let ending = result.err().unwrap_or(Ending::Shutdown);
-            if ending == Ending::Shutdown {
-                // Let the close frame reach the client.
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-            }
-            ending
-        }
-        Either::Right((ending, _)) => ending,
+    match served.await {
+        Ok(()) => Ending::Shutdown,
+        Err(ending) => ending,
     }
 }
 
