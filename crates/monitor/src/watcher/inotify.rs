@@ -27,12 +27,24 @@
 //! under its new name) the same watch descriptor, so the table maps each
 //! descriptor to the path it was last installed for, and removing a watch
 //! under an old name only forgets that name.
+//!
+//! One instance serialises its `inotify_add_watch` calls on the group's
+//! mark lock: two threads installing 10,000 watches into one instance took
+//! as long as one thread (27 ms here), into one instance each 16 ms. So a
+//! watcher has one instance ("lane") per walker thread, and a thread
+//! installs into its own lane. A directory already watched is re-watched
+//! in the lane that holds it. Each instance counts against the per-user
+//! `fs.inotify.max_user_instances` (128 by default), so lanes beyond the
+//! first come from a process-wide budget of [`EXTRA_LANE_BUDGET`], and a
+//! lane the kernel refuses is simply not used.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -64,14 +76,33 @@ const DIR_MASK: WatchMask = WatchMask::ATTRIB
 /// short names).
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Extra inotify instances (beyond each watcher's first) the whole process
+/// may hold at once.
+pub(crate) const EXTRA_LANE_BUDGET: usize = 16;
+
+/// Extra instances held now, process-wide.
+static EXTRA_LANES: AtomicUsize = AtomicUsize::new(0);
+
+/// Numbers the watchers, for [`LANE`].
+static NEXT_WATCHER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The lane this thread installs into, for the watcher it last
+    /// installed for (a walker thread serves one walk of one watcher).
+    static LANE: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
+}
+
+/// A watch: the lane (instance) it lives in and its descriptor number.
+type WatchId = (usize, i32);
+
 /// The watch table shared by the installing threads and the reader.
 #[derive(Default)]
 struct Table {
-    /// Descriptor number → the directory it was last installed for.
-    by_wd: HashMap<i32, Arc<Path>>,
-    /// Directory → its descriptor (several names may share one after a
-    /// move).
-    by_path: HashMap<Arc<Path>, WatchDescriptor>,
+    /// Watch → the directory it was last installed for.
+    by_wd: HashMap<WatchId, Arc<Path>>,
+    /// Directory → its lane and descriptor (several names may share one
+    /// after a move).
+    by_path: HashMap<Arc<Path>, (usize, WatchDescriptor)>,
     /// Watches being installed: their descriptor may reach the reader
     /// before it is in the table.
     in_flight: usize,
@@ -95,20 +126,43 @@ impl Shared {
 /// Installs watches from any thread (the walker's threads hold one each).
 #[derive(Clone)]
 pub(crate) struct Installer {
-    watches: Watches,
+    /// One per lane.
+    lanes: Arc<[Watches]>,
     shared: Arc<Shared>,
+    /// This watcher's number ([`NEXT_WATCHER`]).
+    id: u64,
+    /// Round-robin over the lanes, one step per new thread.
+    next_lane: Arc<AtomicUsize>,
 }
 
 impl Installer {
-    /// Watches directory `dir` (not recursively).
+    /// The calling thread's lane: assigned round-robin on its first
+    /// install for this watcher, so the walker's threads get one each.
+    fn thread_lane(&self) -> usize {
+        LANE.with(|cached| match cached.get() {
+            Some((id, lane)) if id == self.id => lane,
+            _ => {
+                let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+                cached.set(Some((self.id, lane)));
+                lane
+            }
+        })
+    }
+
+    /// Watches directory `dir` (not recursively): in the lane that already
+    /// holds it, or else in the calling thread's.
     pub(crate) fn add(&self, dir: &Path) -> notify::Result<()> {
-        {
+        let lane = {
             let mut table = self.shared.lock();
             table.in_flight += 1;
-        }
+            table
+                .by_path
+                .get(dir)
+                .map_or_else(|| self.thread_lane(), |(lane, _)| *lane)
+        };
         // `Watches::add` takes `&mut self` though it only uses the shared
         // descriptor; a clone is a reference-count increment.
-        let added = self.watches.clone().add(dir, DIR_MASK);
+        let added = self.lanes[lane].clone().add(dir, DIR_MASK);
         let mut table = self.shared.lock();
         table.in_flight -= 1;
         let result = match added {
@@ -116,8 +170,17 @@ impl Installer {
                 let path: Arc<Path> = Arc::from(dir);
                 table
                     .by_wd
-                    .insert(wd.get_watch_descriptor_id(), Arc::clone(&path));
-                table.by_path.insert(path, wd);
+                    .insert((lane, wd.get_watch_descriptor_id()), Arc::clone(&path));
+                if let Some((old_lane, old)) = table.by_path.insert(path, (lane, wd))
+                    && old_lane != lane
+                {
+                    // Cannot happen while each path is re-watched in its own
+                    // lane; kept so a stray mark never doubles events.
+                    table
+                        .by_wd
+                        .remove(&(old_lane, old.get_watch_descriptor_id()));
+                    let _ = self.lanes[old_lane].clone().remove(old);
+                }
                 Ok(())
             }
             Err(error) => Err(add_error(error, dir)),
@@ -132,10 +195,10 @@ impl Installer {
     /// (the directory moved) is left in place.
     pub(crate) fn remove(&self, dir: &Path) -> notify::Result<()> {
         let mut table = self.shared.lock();
-        let Some(wd) = table.by_path.remove(dir) else {
+        let Some((lane, wd)) = table.by_path.remove(dir) else {
             return Err(notify::Error::watch_not_found().add_path(dir.to_path_buf()));
         };
-        let id = wd.get_watch_descriptor_id();
+        let id = (lane, wd.get_watch_descriptor_id());
         if table
             .by_wd
             .get(&id)
@@ -144,7 +207,7 @@ impl Installer {
             table.by_wd.remove(&id);
             drop(table);
             // The kernel may have dropped it with the directory already.
-            let _ = self.watches.clone().remove(wd);
+            let _ = self.lanes[lane].clone().remove(wd);
         }
         Ok(())
     }
@@ -158,9 +221,11 @@ fn add_error(error: io::Error, dir: &Path) -> notify::Error {
     }
 }
 
-/// An inotify instance with its reader thread.
+/// The watcher's inotify instances (lanes) with their reader thread.
 pub(crate) struct InotifyWatcher {
     installer: Installer,
+    /// Lanes taken from [`EXTRA_LANE_BUDGET`], given back on drop.
+    extra_lanes: usize,
     /// Closing it wakes the reader, which then exits.
     stop: Option<OwnedFd>,
     reader: Option<JoinHandle<()>>,
@@ -173,10 +238,21 @@ impl std::fmt::Debug for InotifyWatcher {
 }
 
 impl InotifyWatcher {
-    /// Creates the inotify instance and starts its reader, which sends
-    /// every event to `sink`.
-    pub(crate) fn new(sink: RawSink) -> io::Result<Self> {
-        let inotify = Inotify::init()?;
+    /// Creates up to `lanes` inotify instances (at least one; the others
+    /// as the process-wide budget and the kernel allow) and starts their
+    /// reader, which sends every event to `sink`.
+    pub(crate) fn new(sink: RawSink, lanes: usize) -> io::Result<Self> {
+        let mut instances = vec![Inotify::init()?];
+        while instances.len() < lanes.max(1) && take_extra_lane() {
+            if let Ok(inotify) = Inotify::init() {
+                instances.push(inotify);
+            } else {
+                // The kernel's per-user instance limit: fewer lanes.
+                EXTRA_LANES.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        let extra_lanes = instances.len() - 1;
         // Close-on-exec: a child spawned meanwhile (a pipeline step, a
         // browser in a test) must not hold the write end open, or closing
         // ours would never wake the reader and `drop` would wait forever.
@@ -187,14 +263,24 @@ impl InotifyWatcher {
             installed: Condvar::new(),
         });
         let installer = Installer {
-            watches: inotify.watches(),
+            lanes: instances.iter().map(Inotify::watches).collect(),
             shared: Arc::clone(&shared),
+            id: NEXT_WATCHER.fetch_add(1, Ordering::Relaxed),
+            next_lane: Arc::new(AtomicUsize::new(0)),
         };
         let reader = std::thread::Builder::new()
             .name("orchex-inotify".to_owned())
-            .spawn(move || read_events(inotify, &wake, &shared, &sink))?;
+            .spawn(move || read_events(instances, &wake, &shared, &sink));
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(error) => {
+                EXTRA_LANES.fetch_sub(extra_lanes, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         Ok(Self {
             installer,
+            extra_lanes,
             stop: Some(stop),
             reader: Some(reader),
         })
@@ -227,18 +313,30 @@ impl Drop for InotifyWatcher {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+        EXTRA_LANES.fetch_sub(self.extra_lanes, Ordering::Relaxed);
     }
 }
 
-/// The reader thread: waits for events or the stop pipe, translates, sends.
-fn read_events(mut inotify: Inotify, wake: &OwnedFd, shared: &Shared, sink: &RawSink) {
+/// Takes one lane from [`EXTRA_LANE_BUDGET`]; `false` when none is left.
+fn take_extra_lane() -> bool {
+    EXTRA_LANES
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held < EXTRA_LANE_BUDGET).then_some(held + 1)
+        })
+        .is_ok()
+}
+
+/// The reader thread: waits for events on every lane or the stop pipe,
+/// translates, sends.
+fn read_events(mut lanes: Vec<Inotify>, wake: &OwnedFd, shared: &Shared, sink: &RawSink) {
     let mut buffer = vec![0_u8; READ_BUFFER];
     loop {
-        let (events_ready, stopped) = {
-            let mut fds = [
-                PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-            ];
+        let (ready, stopped) = {
+            let mut fds: Vec<PollFd<'_>> = lanes
+                .iter()
+                .map(|lane| PollFd::new(lane.as_fd(), PollFlags::POLLIN))
+                .collect();
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -247,41 +345,51 @@ fn read_events(mut inotify: Inotify, wake: &OwnedFd, shared: &Shared, sink: &Raw
                     return;
                 }
             }
-            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|flags| !flags.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            let is_ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|flags| !flags.is_empty());
+            let stopped = fds.last().is_some_and(is_ready);
+            let ready: Vec<bool> = fds[..lanes.len()].iter().map(is_ready).collect();
+            (ready, stopped)
         };
         if stopped {
             return;
         }
-        if !events_ready {
-            continue;
-        }
-        let events = match inotify.read_events(&mut buffer) {
-            Ok(events) => events,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                let _ = sink.0.send(Err(notify::Error::io(error)));
-                return;
+        for (lane, inotify) in lanes.iter_mut().enumerate() {
+            if !ready[lane] {
+                continue;
             }
-        };
-        for event in events {
-            if let Some(event) = translate(
-                shared,
-                event.wd.get_watch_descriptor_id(),
-                event.mask,
-                event.name,
-            ) {
-                // The receiver is gone only when the repository is being
-                // removed.
-                let _ = sink.0.send(Ok(event));
+            let events = match inotify.read_events(&mut buffer) {
+                Ok(events) => events,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(error) => {
+                    let _ = sink.0.send(Err(notify::Error::io(error)));
+                    return;
+                }
+            };
+            for event in events {
+                if let Some(event) = translate(
+                    shared,
+                    (lane, event.wd.get_watch_descriptor_id()),
+                    event.mask,
+                    event.name,
+                ) {
+                    // The receiver is gone only when the repository is being
+                    // removed.
+                    let _ = sink.0.send(Ok(event));
+                }
             }
         }
     }
 }
 
 /// The notify event for one inotify event, if it matters.
-fn translate(shared: &Shared, wd: i32, mask: EventMask, name: Option<&OsStr>) -> Option<Event> {
+fn translate(shared: &Shared, wd: WatchId, mask: EventMask, name: Option<&OsStr>) -> Option<Event> {
     if mask.contains(EventMask::Q_OVERFLOW) {
         return Some(Event::new(EventKind::Other).set_flag(Flag::Rescan));
     }
@@ -292,7 +400,7 @@ fn translate(shared: &Shared, wd: i32, mask: EventMask, name: Option<&OsStr>) ->
             && table
                 .by_path
                 .get(&path)
-                .is_some_and(|current| current.get_watch_descriptor_id() == wd)
+                .is_some_and(|(lane, current)| (*lane, current.get_watch_descriptor_id()) == wd)
         {
             table.by_path.remove(&path);
         }
@@ -351,7 +459,7 @@ fn directory_event_kind(mask: EventMask) -> Option<EventKind> {
 /// The directory watch `wd` was installed for. A descriptor can reach the
 /// reader before its installer has recorded it, so while installs are in
 /// flight an unknown descriptor is waited for.
-fn directory_of(shared: &Shared, wd: i32) -> Option<Arc<Path>> {
+fn directory_of(shared: &Shared, wd: WatchId) -> Option<Arc<Path>> {
     let mut table = shared.lock();
     loop {
         if let Some(path) = table.by_wd.get(&wd) {
@@ -373,6 +481,7 @@ fn directory_of(shared: &Shared, wd: i32) -> Option<Arc<Path>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use std::time::Duration;
 
     fn watcher() -> (
@@ -380,7 +489,7 @@ mod tests {
         tokio::sync::mpsc::UnboundedReceiver<super::super::RawEvent>,
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (InotifyWatcher::new(RawSink(tx)).unwrap(), rx)
+        (InotifyWatcher::new(RawSink(tx), 2).unwrap(), rx)
     }
 
     /// Waits for events until one matches (bounded, so a missing event
@@ -472,6 +581,74 @@ mod tests {
         std::fs::write(new.join("inside.txt"), "x").unwrap();
         let created = wait_for(&mut rx, |e| e.kind == EventKind::Create(CreateKind::File));
         assert_eq!(created.paths, [new.join("inside.txt")]);
+    }
+
+    /// Two threads install into their own lanes; events of every lane
+    /// come out, and a directory watched again stays in its lane (a second
+    /// mark in another lane would double its events).
+    /// The lane tests share the process-wide budget; one at a time.
+    static LANE_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn threads_install_into_their_own_lanes_and_every_lane_is_read() {
+        let _one_at_a_time = LANE_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let dirs: Vec<PathBuf> = (0..8).map(|i| root.join(format!("d{i}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+        }
+        let (watcher, mut rx) = watcher();
+        let installer = watcher.installer().clone();
+        std::thread::scope(|scope| {
+            for half in dirs.chunks(4) {
+                let installer = installer.clone();
+                scope.spawn(move || {
+                    for d in half {
+                        installer.add(d).unwrap();
+                    }
+                });
+            }
+        });
+        let lanes: std::collections::BTreeSet<usize> = watcher
+            .installer
+            .shared
+            .lock()
+            .by_path
+            .values()
+            .map(|(lane, _)| *lane)
+            .collect();
+        assert_eq!(lanes.len(), 2, "both lanes hold watches: {lanes:?}");
+        // Re-watching from this thread keeps each directory in its lane.
+        for d in &dirs {
+            watcher.watch(d).unwrap();
+        }
+        assert_eq!(watcher.installer.shared.lock().by_wd.len(), dirs.len());
+        for d in &dirs {
+            std::fs::write(d.join("f"), "x").unwrap();
+        }
+        let mut created = std::collections::BTreeSet::new();
+        while created.len() < dirs.len() {
+            let event = wait_for(&mut rx, |e| e.kind == EventKind::Create(CreateKind::File));
+            assert!(created.insert(event.paths[0].clone()), "doubled: {event:?}");
+        }
+        let expected: std::collections::BTreeSet<PathBuf> =
+            dirs.iter().map(|d| d.join("f")).collect();
+        assert_eq!(created, expected);
+    }
+
+    #[test]
+    fn extra_lanes_come_from_a_bounded_budget_and_go_back_on_drop() {
+        let _one_at_a_time = LANE_TESTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let big = InotifyWatcher::new(RawSink(tx), EXTRA_LANE_BUDGET * 4).unwrap();
+        let lanes = big.installer.lanes.len();
+        assert!((1..=EXTRA_LANE_BUDGET + 1).contains(&lanes), "{lanes}");
+        assert!(EXTRA_LANES.load(Ordering::Relaxed) <= EXTRA_LANE_BUDGET);
+        drop(big);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let one = InotifyWatcher::new(RawSink(tx), 1).unwrap();
+        assert_eq!(one.installer.lanes.len(), 1);
     }
 
     #[test]

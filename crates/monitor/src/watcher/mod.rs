@@ -190,7 +190,7 @@ impl RepoFs {
                 poll_watcher(&sink, options.poll_interval).map_err(StartError::Backend)?,
             ))
         } else {
-            match Backend::native(&sink) {
+            match Backend::native(&sink, options.threads) {
                 Ok(backend) => backend,
                 Err(error) => {
                     native_failure = Some(describe_backend_failure(&error));
@@ -801,15 +801,18 @@ enum Backend {
 
 impl Backend {
     /// The platform's native, event-driven backend.
-    fn native(sink: &RawSink) -> notify::Result<Self> {
+    /// `lanes`: how many threads will install watches at once (inotify
+    /// gives each its own instance, see `inotify`).
+    fn native(sink: &RawSink, lanes: usize) -> notify::Result<Self> {
         #[cfg(target_os = "linux")]
         {
-            self::inotify::InotifyWatcher::new(sink.clone())
+            self::inotify::InotifyWatcher::new(sink.clone(), lanes)
                 .map(Backend::Inotify)
                 .map_err(notify::Error::io)
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = lanes;
             notify::recommended_watcher(sink.clone())
                 .map(|watcher| Backend::Notify(Box::new(watcher)))
         }
