@@ -251,7 +251,12 @@ impl Loader {
         let value = parsed.map_err(|err| ConfigError::Syntax {
             path: self.path.clone(),
             format,
-            message: err.kind.to_string(),
+            message: if is_json {
+                // serde_json's messages name a position, never the text.
+                err.kind.to_string()
+            } else {
+                toml_syntax_message(&text)
+            },
         })?;
         let value = match value {
             Value::Object(map) => Value::Object(map),
@@ -295,6 +300,25 @@ fn is_empty_object(value: &Value) -> bool {
     matches!(value, Value::Object(map) if map.is_empty()) || value.is_null()
 }
 
+/// What is wrong with the TOML `text`, with its line and column, and
+/// without quoting the text: the line may hold a secret (`authToken =
+/// "..."`), and the toml crate's own message prints the line.
+fn toml_syntax_message(text: &str) -> String {
+    let Err(err) = text.parse::<toml::Table>() else {
+        return "the file could not be read as TOML".to_owned();
+    };
+    let message = err.message().trim_end().replace('\n', "; ");
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 /// `<dir>/<stem>.overrides.toml` for `<dir>/<stem>.<ext>`.
 pub fn overrides_path(config_path: &Path) -> PathBuf {
     let stem = config_path
@@ -307,10 +331,10 @@ pub(crate) fn read_overrides(path: &Path) -> Result<Value, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Figment::from(Toml::string(&text))
             .extract::<Value>()
-            .map_err(|err| ConfigError::Syntax {
+            .map_err(|_| ConfigError::Syntax {
                 path: path.to_path_buf(),
                 format: "TOML",
-                message: err.kind.to_string(),
+                message: toml_syntax_message(&text),
             }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             Ok(Value::Object(serde_json::Map::new()))

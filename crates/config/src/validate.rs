@@ -69,8 +69,44 @@ fn decode_part<T: DeserializeOwned>(value: &Value, prefix: &str, issues: &mut Ve
             (false, _) if inner.starts_with('[') => format!("{prefix}{inner}"),
             (false, _) => format!("{prefix}.{inner}"),
         };
+        let message = if holds_secret(&key) {
+            redact_quoted(&message)
+        } else {
+            message
+        };
         issues.push(Issue::new(key, message));
     }
+}
+
+/// Whether the value at `key` may be a secret: the tokens and the webhook
+/// secret, a step's `env` and `with` values, and notification URLs (which
+/// often carry a token), the values `GET /api/config` redacts too.
+fn holds_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let last = last.split('[').next().unwrap_or(last);
+    matches!(last, "authToken" | "readOnlyToken" | "webhookSecret")
+        || key.starts_with("notifications")
+        || key.contains(".env")
+        || key.contains(".with")
+}
+
+/// `message` with every quoted part (serde quotes the value it refused in
+/// backticks or double quotes) replaced by `<redacted>`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['`', '"']) {
+        let quote = rest[start..].chars().next().unwrap_or('`');
+        let Some(len) = rest[start + 1..].find(quote) else {
+            break;
+        };
+        out.push_str(&rest[..=start]);
+        out.push_str("<redacted>");
+        out.push(quote);
+        rest = &rest[start + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Checks the rules that types alone cannot express: ranges, cross

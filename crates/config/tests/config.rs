@@ -346,6 +346,36 @@ fn syntax_errors_name_the_file_and_position() {
     let err = load_str("[dashboard\nport = 1\n").unwrap_err();
     assert!(matches!(err, ConfigError::Syntax { .. }));
     assert!(err.to_string().contains("is not valid TOML"), "{err}");
+    assert!(err.to_string().contains("line 1, column"), "{err}");
+}
+
+/// The toml crate's own message prints the offending line, which may hold
+/// an inline secret; and serde's type errors quote the refused value.
+#[test]
+fn errors_never_print_an_inline_secret() {
+    let secret = "s3cr3t-token-value";
+    let err = load_str(&format!("[dashboard]\nauthToken = \"{secret}\" x\n")).unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{shown}");
+    assert!(shown.contains("line 2, column 34"), "{shown}");
+    assert!(!shown.contains(secret), "{shown}");
+
+    for text in [
+        "[dashboard]\nauthToken = 12345678\n".to_owned(),
+        "[dashboard]\nwebhookSecret = 12345678\n".to_owned(),
+        pipeline("").replace(
+            "run = [\"true\"]",
+            "run = [\"true\"]\nenv = { TOKEN = 12345678 }",
+        ),
+    ] {
+        let err = load_str(&text).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("12345678"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+    // Other keys keep the value, which helps.
+    let err = load_str("[orchestrator]\nmaxConcurrent = \"ten\"\n").unwrap_err();
+    assert!(err.to_string().contains("ten"), "{err}");
 }
 
 #[test]

@@ -170,6 +170,14 @@ impl SeenDeliveries {
         self.ids.insert(id.to_owned());
         true
     }
+
+    /// Forgets `id`, so that a redelivery of a delivery that failed is
+    /// processed.
+    pub(crate) fn forget(&mut self, id: &str) {
+        if self.ids.remove(id) {
+            self.order.retain(|seen| seen != id);
+        }
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -140,15 +140,30 @@ pub(crate) async fn github(
     let event = header(&headers, "x-github-event").unwrap_or_default();
     // An empty id is no id: it would make every later delivery without
     // one look like a replay.
-    if let Some(delivery) = header(&headers, "x-github-delivery").filter(|d| !d.trim().is_empty())
+    let delivery = header(&headers, "x-github-delivery").filter(|d| !d.trim().is_empty());
+    // Claimed before the work, so a redelivery racing this one is ignored;
+    // given back if the work fails, so GitHub's redelivery after an error
+    // is not taken for a replay and the push is not lost.
+    if let Some(delivery) = delivery
         && !lock(&state.inner.deliveries).first_time(delivery)
     {
         return Ok(ignored(format!("delivery {delivery} was already received")));
     }
+    let outcome = act_on(&state, event, &body).await;
+    if outcome.is_err()
+        && let Some(delivery) = delivery
+    {
+        lock(&state.inner.deliveries).forget(delivery);
+    }
+    outcome
+}
+
+/// What a verified, first-time delivery does.
+async fn act_on(state: &AppState, event: &str, body: &[u8]) -> Result<Response, ApiError> {
     if event != "push" {
         return Ok(ignored(format!("{event:?} events are not acted on")));
     }
-    let push = parse_push(&body)?;
+    let push = parse_push(body)?;
     if push.deleted {
         return Ok(ignored("the push deleted the branch"));
     }

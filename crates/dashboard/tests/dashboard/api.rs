@@ -1091,3 +1091,43 @@ async fn an_empty_webhook_delivery_id_is_not_taken_for_a_replay() {
     }
     h.stop().await;
 }
+
+/// Sends a correctly signed webhook delivery; the status and the answer.
+async fn deliver(h: &Harness, body: Vec<u8>, event: &str, delivery: &str) -> (u16, String) {
+    let signature = sign(&body);
+    let headers = [
+        ("x-hub-signature-256", signature.as_str()),
+        ("x-github-event", event),
+        ("x-github-delivery", delivery),
+    ];
+    let (status, _, bytes) = h
+        .send("POST", "/api/webhooks/github", None, Some(body), &headers)
+        .await;
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A delivery that failed (here a malformed push payload, 400) is not
+/// remembered: GitHub's redelivery of the same id is processed, not taken
+/// for a replay, so the push is not lost. One that succeeded is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_webhook_delivery_can_be_redelivered() {
+    let h = Harness::start().await;
+    let head = git(&h.repo, &["rev-parse", "HEAD"]);
+    let id = "d-redelivered";
+    let (status, answer) = deliver(&h, br#"{"ref": 7}"#.to_vec(), "push", id).await;
+    assert_eq!(status, 400, "{answer}");
+    let good = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": head,
+        "repository": {"name": "api", "full_name": "org/api"}
+    })
+    .to_string()
+    .into_bytes();
+    let (status, answer) = deliver(&h, good.clone(), "push", id).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = deliver(&h, good, "push", id).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("already received"), "{answer}");
+    h.stop().await;
+}
