@@ -606,6 +606,21 @@ where
     /// flushes (a larger message goes alone).
     fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         loop {
+            // What was fed is flushed before anything more is: a sink whose
+            // flush is pending may still say it is ready (tungstenite does
+            // until its own 128 KiB buffer is full), and feeding on would
+            // both grow that buffer and look like progress to the stuck
+            // check.
+            if self.unflushed {
+                match Pin::new(&mut self.socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.queue.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
             let mut fed = 0;
             while let Some(len) = self.queue.front().map(message_len) {
                 if fed > 0 && fed + len > WRITE_BATCH_BYTES {
@@ -614,6 +629,7 @@ where
                 match Pin::new(&mut self.socket).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Pending if self.unflushed => break,
                     Poll::Pending => return Poll::Pending,
                 }
                 let Some(message) = self.queue.pop_front() else {
@@ -624,16 +640,6 @@ where
                 }
                 fed += len;
                 self.unflushed = true;
-            }
-            if self.unflushed {
-                match Pin::new(&mut self.socket).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.unflushed = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            if self.queue.is_empty() {
-                return Poll::Ready(Ok(()));
             }
         }
     }

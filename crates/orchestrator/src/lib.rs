@@ -20,6 +20,7 @@ mod actions;
 mod control;
 mod engine;
 mod events;
+mod held;
 mod impact;
 mod orchestrator;
 pub mod process;

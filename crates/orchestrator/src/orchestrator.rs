@@ -577,7 +577,15 @@ impl Orchestrator {
             return Err(OrchestratorError::AlreadyRunning);
         }
         let shutdown = CancellationToken::new();
-        self.inner.state.send_replace(RunState::Running);
+        // A pause or an emergency stop outlives a restart: only `resume`
+        // ends it.
+        let (held, problem) = crate::held::load(&self.inner.deps.storage);
+        if let Some(problem) = problem {
+            tracing::warn!(%problem, "reading the held run state");
+        }
+        self.inner
+            .state
+            .send_replace(held.unwrap_or(RunState::Running));
         self.sync_scheduler(&self.config());
         let handles = vec![
             tokio::spawn(
@@ -595,6 +603,19 @@ impl Orchestrator {
             EventKind::OrchestratorStarted,
             "orchestrator started",
         ));
+        if let Some(held) = held {
+            self.publish(Event::new(
+                EventKind::Paused,
+                format!(
+                    "dispatching stays {} as an operator left it before the restart; resume to continue",
+                    if held == RunState::EmergencyStopped {
+                        "emergency-stopped"
+                    } else {
+                        "paused"
+                    }
+                ),
+            ));
+        }
         metrics::gauge!(names::CONCURRENCY_LIMIT).set(f64::from(self.concurrency_limit()));
         Ok(())
     }
@@ -1394,11 +1415,22 @@ impl Orchestrator {
         self.inner.state.subscribe()
     }
 
-    /// Stops dispatching new jobs; running jobs finish.
+    /// Records the held run state for the next start (see `held`). A
+    /// failure (a full disk) is logged: the hold applies now, only a
+    /// restart would forget it.
+    fn remember_hold(&self, state: RunState) {
+        if let Err(err) = crate::held::save(&self.inner.deps.storage, state) {
+            tracing::error!(%err, state = state.as_str(), "cannot record the held run state; a restart would not keep it");
+        }
+    }
+
+    /// Stops dispatching new jobs; running jobs finish. The pause outlives
+    /// a restart until [`Orchestrator::resume`].
     pub fn pause(&self) -> Result<RunState, ControlError> {
         match self.state() {
             RunState::Running | RunState::Paused => {
                 self.inner.state.send_replace(RunState::Paused);
+                self.remember_hold(RunState::Paused);
                 self.publish(Event::new(
                     EventKind::Paused,
                     "dispatching paused by an operator",
@@ -1420,6 +1452,7 @@ impl Orchestrator {
             ));
         }
         self.inner.state.send_replace(RunState::Running);
+        self.remember_hold(RunState::Running);
         self.publish(Event::new(EventKind::Resumed, "dispatching resumed"));
         self.inner.wake.notify_one();
         Ok(RunState::Running)
@@ -1428,7 +1461,8 @@ impl Orchestrator {
     /// Stops dispatching, cancels every running job (their process groups
     /// are killed, their workspaces discarded, nothing is delivered) and
     /// returns once all of them have stopped. Stays stopped until
-    /// [`Orchestrator::resume`]. Returns the cancelled jobs.
+    /// [`Orchestrator::resume`], across restarts too. Returns the cancelled
+    /// jobs.
     pub async fn emergency_stop(&self) -> Vec<JobId> {
         self.inner.state.send_replace(RunState::EmergencyStopped);
         let cancelled: Vec<JobId> = {
@@ -1438,10 +1472,23 @@ impl Orchestrator {
             }
             running.keys().copied().collect()
         };
+        // Recorded while the jobs stop, not before: the fsync must not delay
+        // a single kill.
+        let storage = self.inner.deps.storage.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            crate::held::save(&storage, RunState::EmergencyStopped)
+        });
         let started = Instant::now();
         let stopped = tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle())
             .await
             .is_ok();
+        match recorded.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(%err, "cannot record the emergency stop; a restart would not keep it");
+            }
+            Err(err) => tracing::error!(%err, "recording the emergency stop failed"),
+        }
         self.publish(
             Event::new(
                 EventKind::EmergencyStop,
@@ -1654,12 +1701,18 @@ impl Orchestrator {
                 Ok(job)
             }
             Err(RollbackError::Conflict(message)) => {
-                let _ = store
-                    .update_job(
-                        id,
-                        JobPatch::new().rollback(orchex_core::RollbackState::Superseded),
-                    )
-                    .await;
+                // A resumed rollback may have restored part of the job
+                // already: it stays in progress (a retry after the conflict
+                // is resolved finishes it) instead of becoming `superseded`,
+                // which no later rollback could resume.
+                if job.rollback != Some(orchex_core::RollbackState::InProgress) {
+                    let _ = store
+                        .update_job(
+                            id,
+                            JobPatch::new().rollback(orchex_core::RollbackState::Superseded),
+                        )
+                        .await;
+                }
                 Err(ControlError::Conflict(message))
             }
             Err(RollbackError::NotDelivered(message)) => Err(ControlError::Conflict(message)),

@@ -850,6 +850,45 @@ async fn worktree_delivery_reports_conflicts_and_rollback_restores_or_refuses() 
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
+/// An operator's pause or emergency stop holds across a restart (a
+/// supervisor restarting a crashed daemon must not resume the work someone
+/// stopped); only `resume` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_or_an_emergency_stop_outlives_a_restart() {
+    let h = Harness::new(|_, _| {}).await;
+    let config = {
+        let mut config = Config::default();
+        config.orchestrator.adaptive_optimization = false;
+        config.optimizer.schedule.enabled = false;
+        config
+    };
+    let restarted = |store: Arc<SqliteStore>| {
+        let root = h.root.clone();
+        move || {
+            let deps = OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data"));
+            let orchestrator = Orchestrator::new(&config, deps).unwrap();
+            orchestrator.start(futures::stream::pending()).unwrap();
+            orchestrator
+        }
+    };
+    let restart = restarted(h.store.clone());
+
+    h.start();
+    h.orchestrator.pause().unwrap();
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+    let second = restart();
+    assert_eq!(second.state(), RunState::Paused);
+    second.emergency_stop().await;
+    second.stop(Duration::from_secs(5)).await;
+    let third = restart();
+    assert_eq!(third.state(), RunState::EmergencyStopped);
+    third.resume().unwrap();
+    third.stop(Duration::from_secs(5)).await;
+    let fourth = restart();
+    assert_eq!(fourth.state(), RunState::Running);
+    fourth.stop(Duration::from_secs(5)).await;
+}
+
 // === safety ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -372,3 +372,65 @@ async fn the_socket_filters_events_by_kind_and_repository() {
     socket.close(None).await.unwrap();
     h.stop().await;
 }
+
+/// A sink that takes every message and never finishes a flush, like
+/// tungstenite over a socket the client stopped reading: it stays "ready"
+/// until its own large buffer fills.
+struct NeverFlushes(Arc<AtomicUsize>);
+
+impl futures::Sink<Message> for NeverFlushes {
+    type Error = std::io::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Pending
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Nothing more is fed to a socket whose flush is pending, so a client that
+/// stopped reading is disconnected after `stuck_after` even while
+/// snapshots keep coming, and the server buffers one batch for it, not
+/// everything.
+#[tokio::test(start_paused = true)]
+async fn a_socket_that_never_flushes_is_stuck_not_fed_forever() {
+    let bus = TelemetryBus::live_only(BusConfig::default());
+    let options = WsOptions {
+        snapshot_every: Duration::from_millis(50),
+        stuck_after: Duration::from_millis(500),
+        ..WsOptions::default()
+    };
+    let fed = Arc::new(AtomicUsize::new(0));
+    let ending = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_session(
+            session(&bus, counting_source(Arc::default()), options),
+            NeverFlushes(Arc::clone(&fed)),
+            futures::stream::pending::<Result<Message, std::io::Error>>(),
+        ),
+    )
+    .await
+    .expect("the session ends");
+    assert_eq!(ending, Ending::Stuck);
+    assert_eq!(fed.load(Ordering::SeqCst), 1, "only the first snapshot was fed");
+}
