@@ -432,5 +432,9 @@ async fn a_socket_that_never_flushes_is_stuck_not_fed_forever() {
     .await
     .expect("the session ends");
     assert_eq!(ending, Ending::Stuck);
-    assert_eq!(fed.load(Ordering::SeqCst), 1, "only the first snapshot was fed");
+    assert_eq!(
+        fed.load(Ordering::SeqCst),
+        1,
+        "only the first snapshot was fed"
+    );
 }
