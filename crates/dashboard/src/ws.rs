@@ -828,12 +828,20 @@ where
                     last_snapshot = Instant::now();
                 }
             }
-            let blocked_since = conn.blocked_since;
-            if let Some(since) = blocked_since {
+            // The stuck timer always runs, at most `stuck_after` ahead: the
+            // socket may first refuse to take anything inside the poll
+            // below, after this point, and must still be looked at again
+            // by then.
+            if let Some(since) = conn.blocked_since {
                 if since.elapsed() >= options.stuck_after {
                     return Err(Ending::Stuck);
                 }
-                stuck.as_mut().reset(since + options.stuck_after);
+                let due = since + options.stuck_after;
+                if stuck.deadline() != due {
+                    stuck.as_mut().reset(due);
+                }
+            } else if stuck.is_elapsed() {
+                stuck.as_mut().reset(Instant::now() + options.stuck_after);
             }
             tokio::select! {
                 biased;
@@ -870,7 +878,7 @@ where
                     }
                     conn.offer(Message::Ping(bytes::Bytes::from_static(b"orchex")), false).await?;
                 }
-                () = &mut stuck, if blocked_since.is_some() => {}
+                () = &mut stuck, if !stuck.is_elapsed() => {}
             }
         }
     };

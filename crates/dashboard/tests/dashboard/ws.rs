@@ -438,3 +438,28 @@ async fn a_socket_that_never_flushes_is_stuck_not_fed_forever() {
         "only the first snapshot was fed"
     );
 }
+
+/// The stuck check does not wait for the next snapshot or ping to look
+/// again: with snapshots a minute apart, a socket that never flushes is
+/// still disconnected about `stuck_after` after it stopped taking data.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_socket_is_noticed_without_waiting_for_the_next_tick() {
+    let bus = TelemetryBus::live_only(BusConfig::default());
+    let options = WsOptions {
+        snapshot_every: Duration::from_secs(60),
+        ping_every: Duration::from_secs(60),
+        stuck_after: Duration::from_millis(500),
+        ..WsOptions::default()
+    };
+    let ending = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_session(
+            session(&bus, counting_source(Arc::default()), options),
+            NeverFlushes(Arc::default()),
+            futures::stream::pending::<Result<Message, std::io::Error>>(),
+        ),
+    )
+    .await
+    .expect("disconnected within a few stuck periods, not at the next snapshot");
+    assert_eq!(ending, Ending::Stuck);
+}
