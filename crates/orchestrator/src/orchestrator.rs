@@ -174,6 +174,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Logs a failure to record the held run state (see `held`).
+fn report_hold(state: RunState, recorded: std::io::Result<()>) {
+    if let Err(err) = recorded {
+        tracing::error!(%err, state = state.as_str(), "cannot record the held run state; a restart would not keep it");
+    }
+}
+
 fn breaker_config(config: &Config) -> CircuitBreakerConfig {
     let safety = &config.optimizer.safety;
     CircuitBreakerConfig::failure_count_in(
@@ -1419,9 +1426,7 @@ impl Orchestrator {
     /// failure (a full disk) is logged: the hold applies now, only a
     /// restart would forget it.
     fn remember_hold(&self, state: RunState) {
-        if let Err(err) = crate::held::save(&self.inner.deps.storage, state) {
-            tracing::error!(%err, state = state.as_str(), "cannot record the held run state; a restart would not keep it");
-        }
+        report_hold(state, crate::held::save(&self.inner.deps.storage, state));
     }
 
     /// Stops dispatching new jobs; running jobs finish. The pause outlives
@@ -1482,13 +1487,12 @@ impl Orchestrator {
         let stopped = tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle())
             .await
             .is_ok();
-        match recorded.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::error!(%err, "cannot record the emergency stop; a restart would not keep it");
-            }
-            Err(err) => tracing::error!(%err, "recording the emergency stop failed"),
-        }
+        report_hold(
+            RunState::EmergencyStopped,
+            recorded
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err))),
+        );
         self.publish(
             Event::new(
                 EventKind::EmergencyStop,

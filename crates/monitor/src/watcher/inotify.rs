@@ -174,8 +174,9 @@ impl Installer {
                 if let Some((old_lane, old)) = table.by_path.insert(path, (lane, wd))
                     && old_lane != lane
                 {
-                    // Cannot happen while each path is re-watched in its own
-                    // lane; kept so a stray mark never doubles events.
+                    // Two threads added the same new directory at once, each
+                    // in its own lane: keep one mark, or its events would
+                    // come twice.
                     table
                         .by_wd
                         .remove(&(old_lane, old.get_watch_descriptor_id()));
