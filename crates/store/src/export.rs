@@ -11,7 +11,7 @@ use orchex_core::Event;
 use tokio::sync::mpsc;
 
 use crate::error::{Result, StoreError};
-use crate::model::{CSV_HEADER, ExportFormat};
+use crate::model::{CSV_HEADER, Cursor, ExportFormat, MAX_PAGE_LIMIT};
 
 /// The size at which an export chunk is handed to the consumer.
 pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
@@ -68,6 +68,74 @@ impl Stream for ExportStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
+}
+
+impl ExportStream {
+    /// Runs `export` on a blocking thread of the current Tokio runtime,
+    /// writing into a new stream's chunks, and returns the stream. An error
+    /// of `export` becomes the stream's last item, unless it is only that
+    /// the consumer went away.
+    pub(crate) fn spawn_blocking(
+        export: impl FnOnce(&mut dyn Write) -> Result<u64> + Send + 'static,
+    ) -> Self {
+        let (sender, stream) = Self::channel();
+        let spawned = tokio::runtime::Handle::try_current().map(|runtime| {
+            runtime.spawn_blocking(move || {
+                let mut out = sender.writer();
+                let result = export(&mut out).and_then(|_| out.flush().map_err(io_error));
+                if let Err(err) = result {
+                    let gone = matches!(
+                        &err,
+                        StoreError::Export { source } if source.kind() == io::ErrorKind::BrokenPipe
+                    );
+                    if !gone {
+                        sender.blocking_send(Err(err));
+                    }
+                }
+            })
+        });
+        match spawned {
+            Ok(_) => stream,
+            Err(err) => Self::failed(StoreError::Task {
+                detail: format!("export needs a tokio runtime: {err}"),
+            }),
+        }
+    }
+}
+
+/// Rows read per page during an export.
+const EXPORT_PAGE: u32 = 1000;
+
+/// Writes an export of at most `limit` events (all when `None`) to `out`
+/// in `format`, one page at a time: `next_page(after, limit, encoder)`
+/// encodes up to `limit` events after the cursor `after` and returns the
+/// cursor of the last one when more follow. Memory stays constant whatever
+/// the number of events. Returns how many were written.
+pub(crate) fn export_pages(
+    format: ExportFormat,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+    mut next_page: impl FnMut(
+        Option<Cursor>,
+        u32,
+        &mut ExportEncoder<&mut dyn Write>,
+    ) -> Result<Option<Cursor>>,
+) -> Result<u64> {
+    let mut encoder = ExportEncoder::new(format, out)?;
+    let mut cursor = None;
+    let mut remaining = limit.unwrap_or(u64::MAX);
+    while remaining > 0 {
+        let page = u32::try_from(remaining.min(u64::from(EXPORT_PAGE))).unwrap_or(EXPORT_PAGE);
+        let next = next_page(cursor, page.min(MAX_PAGE_LIMIT), &mut encoder)?;
+        remaining = remaining.saturating_sub(u64::from(page));
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let written = encoder.written();
+    encoder.finish()?;
+    Ok(written)
 }
 
 impl ExportSender {

@@ -64,6 +64,7 @@
 
 mod error;
 mod export;
+mod memory;
 mod model;
 mod retention;
 mod sqlite;
@@ -71,6 +72,7 @@ mod traits;
 
 pub use error::{Result, StoreError};
 pub use export::{ChunkWriter, EXPORT_CHUNK_BYTES, ExportEncoder, ExportSender, ExportStream};
+pub use memory::MemoryStore;
 pub use model::{
     Backup, CSV_HEADER, DEFAULT_PAGE_LIMIT, EventFilter, ExportFormat, INTERRUPTED_TWICE,
     JobFilter, JobPatch, MAX_PAGE_LIMIT, Page, PageRequest, RecoveryReport, StepPgid,

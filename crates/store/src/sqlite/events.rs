@@ -16,8 +16,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 use crate::error::{Result, StoreError};
-use crate::export::ExportEncoder;
-use crate::model::{Cursor, EventFilter, ExportFormat, MAX_PAGE_LIMIT, Page};
+use crate::export::export_pages;
+use crate::model::{Cursor, EventFilter, ExportFormat, Page};
 use crate::sqlite::codec::{EVENT_COLUMNS, event_from_row, severity_to_sql, ts_to_sql};
 
 const CURSOR_TAG: char = 'e';
@@ -243,9 +243,6 @@ pub(crate) fn count(conn: &Connection, filter: &EventFilter) -> Result<u64> {
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-/// Rows read per page during an export.
-const EXPORT_PAGE: u32 = 1000;
-
 /// Writes every matching event (newest first, at most `limit`) to `out`,
 /// one keyset page at a time: memory use does not grow with the row count.
 /// Returns how many events were written.
@@ -256,21 +253,7 @@ pub(crate) fn export(
     limit: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let mut encoder = ExportEncoder::new(format, out)?;
-    let mut cursor = None;
-    let mut remaining = limit.unwrap_or(u64::MAX);
-    while remaining > 0 {
-        let page = u32::try_from(remaining.min(u64::from(EXPORT_PAGE))).unwrap_or(EXPORT_PAGE);
-        let (_, next) = page_with(conn, filter, cursor, page.min(MAX_PAGE_LIMIT), |event| {
-            encoder.write(&event)
-        })?;
-        remaining = remaining.saturating_sub(u64::from(page));
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let written = encoder.written();
-    encoder.finish()?;
-    Ok(written)
+    export_pages(format, limit, out, |cursor, page, encoder| {
+        page_with(conn, filter, cursor, page, |event| encoder.write(&event)).map(|(_, next)| next)
+    })
 }

@@ -270,18 +270,25 @@ pub(crate) fn insert_bounded_tx(
     now: Timestamp,
 ) -> Result<Job> {
     if job.state() == JobState::Queued && queued_count(conn)? >= capacity {
-        job.transition_at(JobState::Skipped, now)
-            .map_err(|source| StoreError::IllegalTransition {
-                job: job.id,
-                source,
-            })?;
-        JobPatch::new()
-            .skip_reason(SkipReason::QueueFull)
-            .apply(&mut job);
+        skip_as_queue_full(&mut job, now)?;
     }
     let due_at = job.created_at;
     insert_tx(conn, job.clone(), due_at, tail_limit)?;
     Ok(job)
+}
+
+/// Turns a job that found the queue full into a `skipped` one with
+/// [`SkipReason::QueueFull`], as a bounded insert stores it.
+pub(crate) fn skip_as_queue_full(job: &mut Job, now: Timestamp) -> Result<()> {
+    job.transition_at(JobState::Skipped, now)
+        .map_err(|source| StoreError::IllegalTransition {
+            job: job.id,
+            source,
+        })?;
+    JobPatch::new()
+        .skip_reason(SkipReason::QueueFull)
+        .apply(job);
+    Ok(())
 }
 
 pub(crate) fn claim_tx(

@@ -6,9 +6,9 @@
 
 mod backups;
 mod checkpoint;
-mod codec;
+pub(crate) mod codec;
 mod events;
-mod jobs;
+pub(crate) mod jobs;
 mod readers;
 mod schema;
 mod writer;
@@ -555,35 +555,8 @@ impl EventStore for SqliteStore {
         format: ExportFormat,
         limit: Option<u64>,
     ) -> ExportStream {
-        let (sender, stream) = ExportStream::channel();
         let store = self.clone();
-        let spawned = tokio::runtime::Handle::try_current().map(|runtime| {
-            runtime.spawn_blocking(move || {
-                let mut out = sender.writer();
-                let result = store.export_events_to(&filter, format, limit, &mut out);
-                let result = result.and_then(|_| {
-                    out.flush().map_err(|err| StoreError::Export {
-                        source: Arc::new(err),
-                    })
-                });
-                if let Err(err) = result {
-                    // A consumer that went away needs no error.
-                    let gone = matches!(
-                        &err,
-                        StoreError::Export { source } if source.kind() == std::io::ErrorKind::BrokenPipe
-                    );
-                    if !gone {
-                        sender.blocking_send(Err(err));
-                    }
-                }
-            })
-        });
-        match spawned {
-            Ok(_) => stream,
-            Err(err) => ExportStream::failed(StoreError::Task {
-                detail: format!("export needs a tokio runtime: {err}"),
-            }),
-        }
+        ExportStream::spawn_blocking(move |out| store.export_events_to(&filter, format, limit, out))
     }
 }
 

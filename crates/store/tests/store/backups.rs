@@ -1,14 +1,11 @@
 //! Backups: what a delivery replaced, kept per job and target.
 
 use orchex_core::{JobId, TriggerKind};
-use orchex_store::{Backup, BackupStore, JobStore, StoreError};
+use orchex_store::{Backup, StoreError};
 
-use crate::{job, open};
+use crate::{ContractStore, job};
 
-#[tokio::test]
-async fn backups_round_trip_per_job_and_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn backups_round_trip_per_job_and_target(store: impl ContractStore) {
     let job = job("api", "codegen", TriggerKind::Manual, 0);
     let other = crate::job("api", "codegen", TriggerKind::Manual, 0);
     store.insert_job(job.clone()).await.unwrap();
@@ -84,3 +81,5 @@ async fn backups_round_trip_per_job_and_target() {
     let err = store.put_backups(JobId::new(), backups).await.unwrap_err();
     assert!(matches!(err, StoreError::JobNotFound { .. }));
 }
+
+against_both_stores!(backups_round_trip_per_job_and_target,);

@@ -10,7 +10,7 @@ use orchex_store::{
     StoreOptions,
 };
 
-use crate::{open, repo};
+use crate::{ContractStore, open, repo};
 
 fn ago(secs: i64) -> Timestamp {
     Timestamp::now()
@@ -52,14 +52,14 @@ fn sample(job: JobId) -> Vec<Event> {
         .collect()
 }
 
-async fn append(store: &SqliteStore, events: &[Event]) {
+async fn append(store: &impl EventStore, events: &[Event]) {
     store
         .append_events(events.iter().cloned().map(Arc::new).collect())
         .await
         .unwrap();
 }
 
-async fn all_pages(store: &SqliteStore, filter: &EventFilter, limit: u32) -> Vec<Event> {
+async fn all_pages(store: &impl EventStore, filter: &EventFilter, limit: u32) -> Vec<Event> {
     let mut out = Vec::new();
     let mut page = PageRequest::first().limit(limit);
     loop {
@@ -73,10 +73,7 @@ async fn all_pages(store: &SqliteStore, filter: &EventFilter, limit: u32) -> Vec
     }
 }
 
-#[tokio::test]
-async fn every_filter_returns_exactly_the_matching_events_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn every_filter_returns_exactly_the_matching_events_newest_first(store: impl ContractStore) {
     let job = JobId::new();
     let events = sample(job);
     append(&store, &events).await;
@@ -124,10 +121,7 @@ async fn every_filter_returns_exactly_the_matching_events_newest_first() {
     assert_eq!(got, expected);
 }
 
-#[tokio::test]
-async fn cursors_are_exact_when_timestamps_collide() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn cursors_are_exact_when_timestamps_collide(store: impl ContractStore) {
     let ts = Timestamp::now();
     let events: Vec<Event> = (0..50)
         .map(|i| {
@@ -146,10 +140,7 @@ async fn cursors_are_exact_when_timestamps_collide() {
     assert_eq!(got[49].message, "0");
 }
 
-#[tokio::test]
-async fn limits_default_to_100_and_clamp_at_10000() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn limits_default_to_100_and_clamp_at_10000(store: impl ContractStore) {
     let events: Vec<Event> = (0..150)
         .map(|i| Event::new(EventKind::JobQueued, format!("{i}")))
         .collect();
@@ -217,10 +208,7 @@ async fn retention_purges_only_old_events() {
     assert_eq!(report.jobs, 0);
 }
 
-#[tokio::test]
-async fn csv_export_round_trips_quotes_commas_and_newlines() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn csv_export_round_trips_quotes_commas_and_newlines(store: impl ContractStore) {
     let job = JobId::new();
     let messages = [
         "plain",
@@ -280,10 +268,7 @@ async fn csv_export_round_trips_quotes_commas_and_newlines() {
     assert_eq!(parsed, expected);
 }
 
-#[tokio::test]
-async fn json_exports_stream_in_chunks_and_honour_filters_and_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn json_exports_stream_in_chunks_and_honour_filters_and_limits(store: impl ContractStore) {
     let events: Vec<Event> = (0..3000)
         .map(|i| {
             Event::new(
@@ -342,7 +327,7 @@ async fn the_retention_loop_purges_on_its_timer() {
     let mut old = Event::new(EventKind::HealthCheck, "old");
     old.ts = ago(3 * 86_400);
     let fresh = Event::new(EventKind::HealthCheck, "fresh");
-    append(&store, &[old, fresh]).await;
+    append(store.as_ref(), &[old, fresh]).await;
     let policy = orchex_store::RetentionPolicy::days(1).interval(std::time::Duration::from_secs(1));
     let task = tokio::spawn(orchex_store::run_retention(Arc::clone(&store), policy));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -354,6 +339,14 @@ async fn the_retention_loop_purges_on_its_timer() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     task.abort();
-    let left = all_pages(&store, &EventFilter::new(), 10).await;
+    let left = all_pages(store.as_ref(), &EventFilter::new(), 10).await;
     assert_eq!(left[0].message, "fresh");
 }
+
+against_both_stores!(
+    every_filter_returns_exactly_the_matching_events_newest_first,
+    cursors_are_exact_when_timestamps_collide,
+    limits_default_to_100_and_clamp_at_10000,
+    csv_export_round_trips_quotes_commas_and_newlines,
+    json_exports_stream_in_chunks_and_honour_filters_and_limits,
+);

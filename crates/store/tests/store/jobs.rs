@@ -8,15 +8,12 @@ use orchex_core::{
     StepResult, Timestamp, TriggerKind,
 };
 use orchex_store::{
-    Backup, BackupStore, INTERRUPTED_TWICE, JobFilter, JobPatch, JobStore, PageRequest, StoreError,
+    Backup, INTERRUPTED_TWICE, JobFilter, JobPatch, JobStore, PageRequest, StoreError,
 };
 
-use crate::{job, open, repo};
+use crate::{ContractStore, job, open, repo};
 
-#[tokio::test]
-async fn a_job_round_trips_with_every_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_job_round_trips_with_every_result(store: impl ContractStore) {
     let job = job("api", "codegen", TriggerKind::Commit, 0);
     store.insert_job(job.clone()).await.unwrap();
     assert_eq!(store.get_job(job.id).await.unwrap(), Some(job.clone()));
@@ -102,10 +99,7 @@ async fn a_job_round_trips_with_every_result() {
     assert!(matches!(err, StoreError::JobExists { .. }), "{err}");
 }
 
-#[tokio::test]
-async fn illegal_transitions_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn illegal_transitions_are_refused_and_change_nothing(store: impl ContractStore) {
     let job = job("api", "codegen", TriggerKind::Manual, 0);
     store.insert_job(job.clone()).await.unwrap();
 
@@ -148,10 +142,7 @@ async fn illegal_transitions_are_refused_and_change_nothing() {
     ));
 }
 
-#[tokio::test]
-async fn a_refused_write_does_not_undo_the_others_of_its_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_refused_write_does_not_undo_the_others_of_its_batch(store: impl ContractStore) {
     let mut ids = Vec::new();
     for i in 0..40 {
         let job = job("api", "codegen", TriggerKind::Manual, i);
@@ -180,10 +171,7 @@ async fn a_refused_write_does_not_undo_the_others_of_its_batch() {
     }
 }
 
-#[tokio::test]
-async fn claims_take_the_highest_priority_then_the_oldest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn claims_take_the_highest_priority_then_the_oldest(store: impl ContractStore) {
     let schedule_old = job("api", "p", TriggerKind::Schedule, 300);
     let commit_new = job("api", "p", TriggerKind::Commit, 10);
     let commit_old = job("api", "p", TriggerKind::Commit, 200);
@@ -253,10 +241,7 @@ async fn claims_take_the_highest_priority_then_the_oldest() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_hand_out_a_job_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn concurrent_claims_never_hand_out_a_job_twice(store: impl ContractStore) {
     for i in 0..50 {
         store
             .insert_job(job("api", "p", TriggerKind::Commit, i))
@@ -279,10 +264,7 @@ async fn concurrent_claims_never_hand_out_a_job_twice() {
     assert_eq!(distinct.len(), 50);
 }
 
-#[tokio::test]
-async fn a_bounded_insert_never_queues_beyond_the_capacity() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_bounded_insert_never_queues_beyond_the_capacity(store: impl ContractStore) {
     // 40 concurrent inserts against a capacity of 10: the writer batches
     // them into a few transactions, and each checks the count it sees.
     let jobs: Vec<_> = (0..40)
@@ -324,10 +306,9 @@ async fn a_bounded_insert_never_queues_beyond_the_capacity() {
     assert_eq!(stored.state(), JobState::Skipped);
 }
 
-#[tokio::test]
-async fn the_queue_depth_follows_every_way_a_job_enters_or_leaves_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn the_queue_depth_follows_every_way_a_job_enters_or_leaves_the_queue(
+    store: impl ContractStore,
+) {
     let depth_is = |expected: u64| {
         let store = store.clone();
         async move {
@@ -373,17 +354,23 @@ async fn the_queue_depth_follows_every_way_a_job_enters_or_leaves_the_queue() {
     // Recovery re-queues the running job.
     store.recover().await.unwrap();
     depth_is(4).await;
-    // The count survives a reopen.
+}
+
+#[tokio::test]
+async fn the_queue_depth_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for age in 0..4 {
+        let job = job("api", "p", TriggerKind::Commit, age);
+        store.insert_job(job).await.unwrap();
+    }
     store.close().await.unwrap();
     let store = open(dir.path()).await;
     assert_eq!(store.queue_depth().await.unwrap(), 4);
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn recovery_requeues_once_then_fails_and_returns_process_groups() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn recovery_requeues_once_then_fails_and_returns_process_groups(store: impl ContractStore) {
     let job = job("api", "codegen", TriggerKind::Commit, 0);
     let waiting = crate::job("api", "other", TriggerKind::Commit, 0);
     store.insert_job(job.clone()).await.unwrap();
@@ -449,10 +436,7 @@ async fn recovery_requeues_once_then_fails_and_returns_process_groups() {
     assert!(report.requeued.is_empty() && report.failed.is_empty());
 }
 
-#[tokio::test]
-async fn step_output_tails_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn step_output_tails_are_bounded(store: impl ContractStore) {
     let job = job("api", "codegen", TriggerKind::Manual, 0);
     store.insert_job(job.clone()).await.unwrap();
     let mut output = "x".repeat(100 * 1024);
@@ -497,10 +481,7 @@ async fn step_output_tails_are_bounded() {
     ));
 }
 
-#[tokio::test]
-async fn lists_filter_and_paginate_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn lists_filter_and_paginate_newest_first(store: impl ContractStore) {
     let mut all = Vec::new();
     for i in 0..25_i64 {
         let repo_name = if i % 2 == 0 { "api" } else { "web" };
@@ -590,10 +571,7 @@ async fn lists_filter_and_paginate_newest_first() {
     assert!(matches!(err, StoreError::InvalidCursor { .. }));
 }
 
-#[tokio::test]
-async fn coalescing_finds_the_queued_job_of_a_repo_and_pipeline() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn coalescing_finds_the_queued_job_of_a_repo_and_pipeline(store: impl ContractStore) {
     assert_eq!(
         store.find_queued(&repo("api"), "codegen").await.unwrap(),
         None
@@ -622,10 +600,7 @@ async fn coalescing_finds_the_queued_job_of_a_repo_and_pipeline() {
     );
 }
 
-#[tokio::test]
-async fn purging_finished_jobs_removes_their_steps_and_backups() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn purging_finished_jobs_removes_their_steps_and_backups(store: impl ContractStore) {
     let old = job("api", "codegen", TriggerKind::Commit, 0);
     let active = job("api", "codegen", TriggerKind::Commit, 0);
     store.insert_job(old.clone()).await.unwrap();
@@ -666,10 +641,7 @@ async fn purging_finished_jobs_removes_their_steps_and_backups() {
 /// A listed page reads the steps of all its jobs at once (one query per
 /// chunk, not one per job): each job still gets exactly its own steps, in
 /// order, without their output tails.
-#[tokio::test]
-async fn a_listed_page_carries_each_jobs_own_steps_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
+async fn a_listed_page_carries_each_jobs_own_steps_in_order(store: impl ContractStore) {
     let mut ids = Vec::new();
     for n in 0..6_u32 {
         let job = job("api", &format!("p{n}"), TriggerKind::Manual, i64::from(n));
@@ -703,3 +675,19 @@ async fn a_listed_page_carries_each_jobs_own_steps_in_order() {
         assert!(listed.steps.iter().all(|s| s.output_tail.is_none()));
     }
 }
+
+against_both_stores!(
+    a_job_round_trips_with_every_result,
+    illegal_transitions_are_refused_and_change_nothing,
+    a_refused_write_does_not_undo_the_others_of_its_batch,
+    claims_take_the_highest_priority_then_the_oldest,
+    concurrent_claims_never_hand_out_a_job_twice,
+    a_bounded_insert_never_queues_beyond_the_capacity,
+    the_queue_depth_follows_every_way_a_job_enters_or_leaves_the_queue,
+    recovery_requeues_once_then_fails_and_returns_process_groups,
+    step_output_tails_are_bounded,
+    lists_filter_and_paginate_newest_first,
+    coalescing_finds_the_queued_job_of_a_repo_and_pipeline,
+    purging_finished_jobs_removes_their_steps_and_backups,
+    a_listed_page_carries_each_jobs_own_steps_in_order,
+);

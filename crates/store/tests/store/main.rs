@@ -3,6 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs each named contract test, an `async fn name(store: impl
+/// ContractStore)`, against both implementations: a SQLite file in a
+/// temporary directory and a `MemoryStore`. The tests become
+/// `name::sqlite` and `name::memory`.
+macro_rules! against_both_stores {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn sqlite() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$test(crate::open(dir.path()).await).await;
+                }
+
+                #[tokio::test]
+                async fn memory() {
+                    super::$test(orchex_store::MemoryStore::new()).await;
+                }
+            }
+        )*
+    };
+}
+
 mod backups;
 mod crash;
 mod events;
@@ -13,7 +36,13 @@ mod open;
 use std::path::Path;
 
 use orchex_core::{Job, RepoId, Timestamp, Trigger, TriggerKind};
-use orchex_store::{SqliteStore, StoreOptions};
+use orchex_store::{SqliteStore, Store, StoreOptions};
+
+/// What a contract test needs of a store: every trait, and clones that
+/// share the state (for concurrent callers).
+trait ContractStore: Store + Clone + 'static {}
+
+impl<T: Store + Clone + 'static> ContractStore for T {}
 
 /// Opens a store in `dir` with default options.
 async fn open(dir: &Path) -> SqliteStore {
