@@ -28,6 +28,7 @@ macro_rules! against_both_stores {
 
 mod backups;
 mod crash;
+mod equivalence;
 mod events;
 mod full_disk;
 mod jobs;
