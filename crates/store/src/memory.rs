@@ -175,6 +175,9 @@ struct State {
     queued_by_target: HashMap<(RepoId, String), BTreeMap<(i64, i64), JobId>>,
     /// Every job by (creation time, sequence), for newest-first lists.
     by_created: BTreeMap<(i64, i64), JobId>,
+    /// Every job per repository and pipeline, by (creation time, sequence):
+    /// the engine's "last success of this pipeline" lookup reads one entry.
+    by_target: HashMap<(RepoId, String), BTreeMap<(i64, i64), JobId>>,
     /// Recorded step process groups: (job, pgid) → when recorded.
     pgids: HashMap<(JobId, i32), i64>,
     /// Backups per job, keyed the way the SQLite store orders them: files
@@ -268,6 +271,10 @@ impl State {
             .collect();
         let id = job.id;
         self.by_created.insert((created_at, seq), id);
+        self.by_target
+            .entry((job.repo.clone(), job.pipeline.clone()))
+            .or_default()
+            .insert((created_at, seq), id);
         self.jobs.insert(
             id,
             Entry {
@@ -383,7 +390,15 @@ impl State {
         }
         for id in &finished {
             if let Some(entry) = self.jobs.remove(id) {
-                self.by_created.remove(&(entry.created_at, entry.seq));
+                let created = (entry.created_at, entry.seq);
+                self.by_created.remove(&created);
+                let target = entry.lookup_key();
+                if let Some(jobs) = self.by_target.get_mut(&target) {
+                    jobs.remove(&created);
+                    if jobs.is_empty() {
+                        self.by_target.remove(&target);
+                    }
+                }
             }
             self.pgids.retain(|(job, _), _| job != id);
             self.backups.remove(id);
@@ -403,9 +418,17 @@ impl State {
         let mut items = Vec::with_capacity(limit.min(1024));
         let mut last = None;
         let mut more = false;
-        let matching = self
-            .by_created
-            .range((std::ops::Bound::Unbounded, upper))
+        let range = (std::ops::Bound::Unbounded, upper);
+        let empty = BTreeMap::new();
+        let order = match (&filter.repo, &filter.pipeline) {
+            (Some(repo), Some(pipeline)) => self
+                .by_target
+                .get(&(repo.clone(), pipeline.clone()))
+                .unwrap_or(&empty),
+            _ => &self.by_created,
+        };
+        let matching = order
+            .range(range)
             .rev()
             .filter_map(|(_, id)| self.jobs.get(id))
             .filter(|entry| filter.matches(&entry.job));

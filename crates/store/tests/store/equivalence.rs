@@ -55,6 +55,7 @@ enum Op {
     List {
         state: usize,
         limit: u32,
+        target: Option<(usize, usize)>,
     },
 }
 
@@ -70,7 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2usize, 0..2usize).prop_map(|(repo, pipeline)| Op::FindQueued { repo, pipeline }),
         1 => Just(Op::Depth),
         1 => Just(Op::Recover),
-        1 => (0..5usize, 1..5u32).prop_map(|(state, limit)| Op::List { state, limit }),
+        1 => (0..5usize, 1..5u32, prop::option::of((0..2usize, 0..2usize)))
+            .prop_map(|(state, limit, target)| Op::List { state, limit, target }),
     ]
 }
 
@@ -148,12 +150,19 @@ async fn apply(store: &dyn JobStore, op: &Op, jobs: &mut Vec<Job>, fresh: Option
             let report = store.recover().await.unwrap();
             Answer::Recovered(report.requeued, report.failed)
         }
-        Op::List { state, limit } => {
+        Op::List {
+            state,
+            limit,
+            target,
+        } => {
+            let mut filter = JobFilter::new().state(STATES[*state]);
+            if let Some((repo, pipeline)) = target {
+                filter = filter
+                    .repo(crate::repo(REPOS[*repo]))
+                    .pipeline(PIPELINES[*pipeline]);
+            }
             let page = store
-                .list_jobs(
-                    JobFilter::new().state(STATES[*state]),
-                    PageRequest::first().limit(*limit),
-                )
+                .list_jobs(filter, PageRequest::first().limit(*limit))
                 .await
                 .unwrap();
             Answer::Listed(
