@@ -70,7 +70,7 @@ use orchex_resilience::{
     AdaptiveLimit, AimdConfig, Bulkhead, BulkheadConfig, CircuitBreakerConfig,
     CircuitBreakerRegistry, KeyedRateLimiter, LimitAlgorithm, LimitOutcome, Quota, SlidingWindow,
 };
-use orchex_store::{JobStore, SqliteStore, StoreOptions};
+use orchex_store::{JobStore, MemoryStore, SqliteStore, StoreOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -656,6 +656,278 @@ fn storage_excluded(c: &mut Criterion) {
     group.finish();
 }
 
+// === 1c. the full path with storage excluded, interleaved with its reference ===
+
+/// Jobs per side of `overhead_ab` (the 10 000), run in rounds of
+/// `BATCH_AB`.
+const JOBS_AB: usize = 10_000;
+/// Jobs per side and round of `overhead_ab`: short rounds, so that the
+/// machine's drift hits every side alike.
+const BATCH_AB: usize = 250;
+
+/// Which store a full-path side of `overhead_ab` runs on.
+#[derive(Clone, Copy, Debug)]
+enum StoreKind {
+    Memory,
+    Sqlite,
+}
+
+/// Where `overhead_ab` keeps things: the SQLite files on disk, the
+/// repository and the workspaces in memory (`/dev/shm`) when there is one.
+/// On this VM's ext4, creating and deleting a workspace per job spends
+/// most of the job's time in inode allocation (`find_inode_bit`,
+/// `recently_deleted` at the top of `perf`), which varies by ±15 % from one
+/// round to the next: more noise than the effect measured.
+struct AbRoot {
+    disk: PathBuf,
+    work: PathBuf,
+}
+
+/// An orchestrator for `config` on a fresh store of `kind` with its own
+/// workspace directory, and the store.
+async fn orchestrator_on(
+    kind: StoreKind,
+    root: &AbRoot,
+    config: &Config,
+    sink: &Arc<Sink>,
+) -> (Arc<dyn orchex_store::Store>, Orchestrator) {
+    let data = format!("data-{}", DATA_DIRS.fetch_add(1, Ordering::Relaxed));
+    let store: Arc<dyn orchex_store::Store> = match kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Sqlite => Arc::new(
+            SqliteStore::open_in_dir(&root.disk.join(&data), StoreOptions::default())
+                .await
+                .unwrap(),
+        ),
+    };
+    let deps = OrchestratorDeps::new(Arc::clone(&store), events_of(sink), root.work.join(&data));
+    (store, Orchestrator::new(config, deps).unwrap())
+}
+
+/// The full path: submit every trigger (routing, coalescing lookup, bounded
+/// insert), start, and wait until every job has finished (claims, the
+/// safety chain, the engine, the outcome's record, stats, events). Timed
+/// from the first submit to the last job's final event.
+async fn full_path_on(
+    kind: StoreKind,
+    root: &AbRoot,
+    config: &Config,
+    triggers: &[Trigger],
+) -> Duration {
+    let sink = Sink::new(false);
+    let (store, orchestrator) = orchestrator_on(kind, root, config, &sink).await;
+    let mut finished = sink.finished.subscribe();
+    let started = Instant::now();
+    for trigger in triggers {
+        assert_eq!(orchestrator.submit(trigger.clone()).await.unwrap().len(), 1);
+    }
+    orchestrator.start(futures::stream::pending()).unwrap();
+    finished
+        .wait_for(|n| *n >= triggers.len() as u64)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        sink.succeeded.load(Ordering::Relaxed),
+        triggers.len() as u64,
+        "every job must run its step and succeed"
+    );
+    orchestrator.stop(Duration::from_secs(5)).await;
+    drop(orchestrator);
+    drop(store);
+    elapsed
+}
+
+/// How the reference drives the engine futures.
+#[derive(Clone, Copy, Debug)]
+enum Driver {
+    /// `buffer_unordered(K)` over the futures themselves: all of them are
+    /// polled by the one task that awaits the stream (the issue's
+    /// reference).
+    Inline,
+    /// `buffer_unordered(K)` over `tokio::spawn` of each future: the jobs
+    /// run on every worker thread, as the orchestrator runs them.
+    Spawned,
+}
+
+/// The reference: the same jobs, already stored, each run through the
+/// engine alone (the future the cycle awaits), by a bare
+/// `buffer_unordered(K)`.
+async fn engine_alone(
+    root: &AbRoot,
+    config: &Config,
+    triggers: &[Trigger],
+    driver: Driver,
+) -> Duration {
+    let sink = Sink::new(false);
+    let (store, orchestrator) = orchestrator_on(StoreKind::Memory, root, config, &sink).await;
+    let mut jobs = Vec::with_capacity(triggers.len());
+    for trigger in triggers {
+        let repo = trigger.repo.clone();
+        let pipeline = trigger.pipeline.clone().unwrap();
+        let job = orchex_core::Job::new(repo, pipeline, trigger.clone());
+        store.insert_job(job.clone()).await.unwrap();
+        jobs.push(job);
+    }
+    let started = Instant::now();
+    let states: Vec<JobState> = match driver {
+        Driver::Inline => {
+            let orchestrator = &orchestrator;
+            futures::stream::iter(jobs.iter())
+                .map(|job| orchestrator.run_engine_alone_for_benchmarks(job))
+                .buffer_unordered(K_OVERHEAD)
+                .collect()
+                .await
+        }
+        Driver::Spawned => {
+            futures::stream::iter(jobs)
+                .map(|job| {
+                    let orchestrator = orchestrator.clone();
+                    tokio::spawn(
+                        async move { orchestrator.run_engine_alone_for_benchmarks(&job).await },
+                    )
+                })
+                .buffer_unordered(K_OVERHEAD)
+                .map(Result::unwrap)
+                .collect()
+                .await
+        }
+    };
+    let elapsed = started.elapsed();
+    let succeeded = states
+        .iter()
+        .filter(|state| **state == JobState::Succeeded)
+        .count();
+    assert_eq!(succeeded, triggers.len(), "every engine run must succeed");
+    elapsed
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        f64::midpoint(values[mid - 1], values[mid])
+    }
+}
+
+/// The sides of `overhead_ab`, in the order of its table.
+const SIDES: [&str; 4] = [
+    "full path, memory store",
+    "engine alone, inline",
+    "engine alone, spawned",
+    "full path, SQLite",
+];
+
+/// Not a criterion group: the two sides of the ≤ 1.03× goal drift by more
+/// than 3 % from one minute to the next on a shared machine, so each round
+/// runs the full path on the memory store, the engine alone, and the full
+/// path on SQLite back to back (the order turning each round), and the
+/// figure is the median of the per-round ratios.
+fn overhead_ab() {
+    let rt = runtime();
+    let disk = tempfile::tempdir().unwrap();
+    let shm = Path::new("/dev/shm");
+    let memory = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let root = AbRoot {
+        disk: disk.path().to_path_buf(),
+        work: memory.path().to_path_buf(),
+    };
+    eprintln!(
+        "overhead_ab: SQLite in {}, repository and workspaces in {}",
+        root.disk.display(),
+        root.work.display()
+    );
+    let repo = tiny_repo(&root.work);
+    let jobs = BATCH_AB;
+    let rounds = scaled(JOBS_AB).div_ceil(BATCH_AB);
+    let (config, triggers) = fleet(&repo, jobs, K_OVERHEAD, &["true"]);
+    // Warm-up: page cache, the first process spawns, allocator growth.
+    rt.block_on(engine_alone(
+        &root,
+        &config,
+        &triggers[..jobs.min(200)],
+        Driver::Spawned,
+    ));
+
+    // `ORCHEX_AB_ONLY=<side>` runs one side alone, for `perf`.
+    let only: Option<usize> = std::env::var("ORCHEX_AB_ONLY")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut times: Vec<[f64; 4]> = Vec::new();
+    eprintln!(
+        "overhead_ab: {rounds} rounds of {jobs} jobs per side (step [\"true\"], deliver none) at K = {K_OVERHEAD}"
+    );
+    eprintln!("round | {} (s)", SIDES.join(" | "));
+    for round in 0..rounds {
+        let mut seconds = [0.0; 4];
+        // The order turns each round, so no side always runs first.
+        for offset in 0..SIDES.len() {
+            let side = (round + offset) % SIDES.len();
+            if only.is_some_and(|only| only != side) {
+                continue;
+            }
+            let elapsed = rt.block_on(async {
+                match side {
+                    0 => full_path_on(StoreKind::Memory, &root, &config, &triggers).await,
+                    1 => engine_alone(&root, &config, &triggers, Driver::Inline).await,
+                    2 => engine_alone(&root, &config, &triggers, Driver::Spawned).await,
+                    _ => full_path_on(StoreKind::Sqlite, &root, &config, &triggers).await,
+                }
+            });
+            seconds[side] = elapsed.as_secs_f64();
+        }
+        eprintln!(
+            "{round:5} | {}",
+            seconds.map(|s| format!("{s:.3}")).join(" | ")
+        );
+        times.push(seconds);
+    }
+    if only.is_some() {
+        return;
+    }
+    let total = |side: usize| times.iter().map(|t| t[side]).sum::<f64>();
+    eprintln!(
+        "overhead_ab: totals over {} jobs per side: {}",
+        rounds * jobs,
+        (0..SIDES.len())
+            .map(|side| format!("{} {:.2} s", SIDES[side], total(side)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let ratio = |side: usize, reference: usize| {
+        let ratios: Vec<f64> = times.iter().map(|t| t[side] / t[reference]).collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let quartile = |q: usize| sorted[(sorted.len() - 1) * q / 4];
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let per_job: Vec<f64> = times
+            .iter()
+            .map(|t| (t[side] - t[reference]) * 1e6 / jobs as f64)
+            .collect();
+        eprintln!(
+            "overhead_ab: {} / {}: ratio of totals {:.4}×; per round median {:.4}×, quartiles {:.4}–{:.4}, range {min:.4}–{max:.4}; median difference {:+.1} µs per job",
+            SIDES[side],
+            SIDES[reference],
+            total(side) / total(reference),
+            median(ratios),
+            quartile(1),
+            quartile(3),
+            median(per_job)
+        );
+    };
+    ratio(0, 1);
+    ratio(0, 2);
+    ratio(3, 1);
+    ratio(3, 2);
+}
+
 // === 2. scaling ===
 
 fn scaling(c: &mut Criterion) {
@@ -1188,6 +1460,9 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     if wanted("cycle_overhead") {
         cycle_overhead(&mut criterion);
+    }
+    if wanted("overhead_ab") {
+        overhead_ab();
     }
     if wanted("storage_excluded") || wanted("safety_chain_noop") {
         storage_excluded(&mut criterion);

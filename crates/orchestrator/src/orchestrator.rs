@@ -1410,6 +1410,45 @@ impl Orchestrator {
         }
     }
 
+    /// Runs `job` (already in the store) through the engine alone: the same
+    /// future the cycle awaits inside its safety chain, without routing, the
+    /// queue, the chain, the outcome's record, stats or events. Returns the
+    /// state the cycle would record.
+    ///
+    /// For the benchmark that sets the full orchestrator path beside a bare
+    /// `buffer_unordered` over the same engine futures; not part of the API.
+    #[doc(hidden)]
+    pub async fn run_engine_alone_for_benchmarks(&self, job: &Job) -> JobState {
+        let config = self.config();
+        let routing = self.routing();
+        let (Some(pipeline), Some(repo)) = (
+            routing.pipeline(&job.pipeline),
+            config.repositories.iter().find(|r| r.name == job.repo),
+        ) else {
+            return JobState::Failed;
+        };
+        let result = self
+            .inner
+            .engine
+            .run(JobRequest {
+                on_step: Arc::new(|| {}),
+                job,
+                pipeline,
+                repo,
+                protected_paths: &config.protected_paths,
+                job_timeout: Duration::from_secs(config.optimizer.safety.job_timeout_secs),
+                cancel: CancellationToken::new(),
+            })
+            .await;
+        match result.outcome {
+            Outcome::Succeeded { .. } => JobState::Succeeded,
+            Outcome::Failed { .. } => JobState::Failed,
+            Outcome::TimedOut { .. } => JobState::TimedOut,
+            Outcome::Cancelled { .. } => JobState::Cancelled,
+            Outcome::Skipped(_) => JobState::Skipped,
+        }
+    }
+
     // === overrides ===
 
     /// The run state.
