@@ -37,8 +37,8 @@ pub use control::{
 pub use events::Events;
 pub use orchestrator::{Orchestrator, OrchestratorDeps, OrchestratorError, RecoverySummary};
 pub use process::{
-    ProcessOutcome, ProcessSpec, SpawnError, Termination, kill_process_group, recorded_group,
-    run_process, run_process_recorded,
+    ProcessOutcome, ProcessSpec, SpawnError, Termination, kill_job_processes, kill_process_group,
+    recorded_group, run_process, run_process_recorded,
 };
 pub use routing::{RouteEntry, RouteMatch, RoutingError, RoutingTable};
 pub use schedule::Scheduler;

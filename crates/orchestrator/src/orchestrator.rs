@@ -361,8 +361,11 @@ impl Orchestrator {
                 }
             }
         }
-        // Every step records its group in its workspace before its program
-        // runs, even one the daemon died too early to record in the store.
+        // Every step creates its group file in its workspace before its
+        // spawn and writes the group into it right after, even one the
+        // daemon died too early to record in the store; a file left empty
+        // is a step whose group is known only to the kernel, found by its
+        // `ORCHEX_JOB_ID`.
         let storage = self.inner.deps.storage.clone();
         let recorded: Vec<u32> = report
             .pgids
@@ -370,11 +373,16 @@ impl Orchestrator {
             .filter_map(|group| u32::try_from(group.pgid).ok())
             .collect();
         let (killed, removed) = tokio::task::spawn_blocking(move || {
-            let killed = engine::workspace::leftover_groups(&storage)
+            let killed: usize = engine::workspace::leftover_groups(&storage)
                 .into_iter()
-                .filter(|(_, pgid)| !recorded.contains(pgid))
-                .filter(|(job, pgid)| crate::process::kill_job_group(*pgid, job) == Ok(true))
-                .count();
+                .map(|(job, pgid)| match pgid {
+                    Some(pgid) if recorded.contains(&pgid) => 0,
+                    Some(pgid) => {
+                        usize::from(crate::process::kill_job_group(pgid, &job) == Ok(true))
+                    }
+                    None => crate::process::kill_job_processes(&job),
+                })
+                .sum();
             let removed = engine::workspace::remove_leftovers(&storage).unwrap_or(0);
             (killed, removed)
         })

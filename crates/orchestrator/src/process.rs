@@ -10,10 +10,19 @@
 //!
 //! Reporting after the spawn leaves a window: a daemon killed between the
 //! spawn and the moment the caller's record is durable leaves a step
-//! running that no record names. [`run_process_recorded`] closes it: the
-//! child itself writes its group id to a file before it executes the
-//! step's program, so the program never runs unless its group is on disk
-//! ([`recorded_group`] reads it back).
+//! running that no record names. [`run_process_recorded`] narrows it to
+//! nothing a restart cannot find: it creates the step's group file before
+//! the spawn and writes the group id into it as soon as the spawn returns
+//! ([`recorded_group`] reads it back). A file left empty means the daemon
+//! died inside that window; recovery then finds the step by its
+//! environment instead ([`kill_job_processes`]: every step, and every
+//! descendant that keeps its environment, carries `ORCHEX_JOB_ID`).
+//!
+//! The spawn has no hook between fork and exec, so the standard library
+//! starts the child with `posix_spawn` (a `vfork`-style clone that shares
+//! the daemon's memory until the exec) instead of `fork`, which copies the
+//! page tables of the whole daemon for every step: on a 2-core VM, the fork
+//! and its TLB shoot-downs were the largest cost of a cheap job.
 //!
 //! Output (stdout and stderr, interleaved as read) is captured into a tail
 //! buffer that keeps only the last `output_limit` bytes, so a step printing
@@ -106,6 +115,16 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    /// It started, but its process group could not be recorded (a full
+    /// disk...), so it was killed at once.
+    #[error("cannot record the process group of {program:?}, so it was stopped: {source}")]
+    Record {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Sends `SIGKILL` to every process of the group `pgid`. A group that no
@@ -143,16 +162,43 @@ pub fn kill_job_group(pgid: u32, job: &str) -> Result<bool, nix::Error> {
 /// Whether a process of group `pgid` has `ORCHEX_JOB_ID=<job>` in its
 /// environment; `None` when `/proc` cannot be read.
 fn group_runs_job(pgid: u32, job: &str) -> Option<bool> {
+    Some(
+        processes_of_job(job)?
+            .iter()
+            .any(|process| process.group == pgid),
+    )
+}
+
+/// A process found in `/proc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessEntry {
+    pid: u32,
+    group: u32,
+}
+
+/// Every process (other than this one) with `ORCHEX_JOB_ID=<job>` in its
+/// environment, with its process group; `None` when `/proc` cannot be read.
+fn processes_of_job(job: &str) -> Option<Vec<ProcessEntry>> {
     let wanted = format!("ORCHEX_JOB_ID={job}");
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for entry in entries.flatten() {
+    let own = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
+        if pid == own {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|byte| *byte == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            continue;
+        }
         // Field 5 of `stat`, after the parenthesised command (which may
         // itself hold spaces and parentheses).
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -162,20 +208,44 @@ fn group_runs_job(pgid: u32, job: &str) -> Option<bool> {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(2))
             .and_then(|field| field.parse::<u32>().ok());
-        if group != Some(pgid) {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ
-            .split(|byte| *byte == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            return Some(true);
+        if let Some(group) = group {
+            found.push(ProcessEntry { pid, group });
         }
     }
-    Some(false)
+    Some(found)
+}
+
+/// Kills every process group that holds a process of job `job` (one with
+/// `ORCHEX_JOB_ID=<job>` in its environment), except this daemon's own
+/// group: for a step whose group id never reached its record (the daemon
+/// died between the spawn and the write). Returns how many groups were
+/// signalled; 0 also when `/proc` cannot be read.
+pub fn kill_job_processes(job: &str) -> usize {
+    let Some(processes) = processes_of_job(job) else {
+        return 0;
+    };
+    let own_group = nix::unistd::getpgrp().as_raw();
+    let mut groups: Vec<u32> = processes
+        .iter()
+        .map(|process| process.group)
+        .filter(|group| i32::try_from(*group).is_ok_and(|group| group != own_group))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let killed = groups
+        .iter()
+        .filter(|group| kill_process_group(**group).is_ok())
+        .count();
+    // A process left in the daemon's own group (it never got a group of
+    // its own) is killed alone.
+    for process in processes {
+        if i32::try_from(process.group).is_ok_and(|group| group == own_group)
+            && let Ok(pid) = i32::try_from(process.pid)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    killed
 }
 
 /// Runs `spec` to completion, timeout or cancellation.
@@ -190,12 +260,17 @@ pub async fn run_process(
     run(spec, None, cancel, on_spawn).await
 }
 
-/// [`run_process`], with the group id written to `group_file` by the child
-/// itself, after it entered its new process group and before it executes
-/// the program: the program never runs unless its group id is in the file,
-/// so a daemon killed at any moment leaves a record of every group it
-/// started (see [`recorded_group`]). The file is created (or truncated)
-/// here; removing it after the step is the caller's.
+/// [`run_process`], with the group id written to `group_file`: the file is
+/// created (or truncated) before the spawn and holds the group id as soon
+/// as the spawn returned, before `on_spawn` runs. A daemon killed at any
+/// moment leaves either the group id (see [`recorded_group`]) or an empty
+/// file, which tells recovery to look for the step by its environment
+/// ([`kill_job_processes`]). Removing the file after the step is the
+/// caller's.
+///
+/// # Errors
+/// As [`run_process`]; and when the group id cannot be written (a full
+/// disk), the step's group is killed and the error is returned.
 pub async fn run_process_recorded(
     spec: &ProcessSpec<'_>,
     group_file: &Path,
@@ -242,27 +317,37 @@ async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // Opened here (close-on-exec, so the program does not inherit it) and
-    // written by the child: kept open until the spawn returned.
+    // Created before the spawn: an empty file names a step that may have
+    // started without its group on record.
     let group_record = match group_file {
         None => None,
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|source| SpawnError::Spawn {
+        Some(path) => Some(
+            std::fs::File::create(path).map_err(|source| SpawnError::Spawn {
                 program: program.clone(),
                 source,
-            })?;
-            record_group_before_exec(&mut command, &file);
-            Some(file)
-        }
+            })?,
+        ),
     };
     let started = Instant::now();
     let mut child = command.spawn().map_err(|source| SpawnError::Spawn {
         program: program.clone(),
         source,
     })?;
-    drop(group_record);
     // With `process_group(0)` the group id is the child's pid.
     let pgid = child.id().unwrap_or_default();
+    if let Some(mut file) = group_record {
+        use std::io::Write as _;
+        let written = file.write_all(pgid.to_string().as_bytes());
+        if let Err(source) = written {
+            // A step nobody could find after a crash must not run.
+            let _ = kill_process_group(pgid);
+            let _ = child.wait().await;
+            return Err(SpawnError::Record {
+                program: program.clone(),
+                source,
+            });
+        }
+    }
     on_spawn(pgid);
 
     let tail = Arc::new(Mutex::new(Tail::new(spec.output_limit)));
@@ -300,50 +385,6 @@ async fn run(
         output_tail: tail.text(),
         output_bytes: tail.total,
     })
-}
-
-/// Makes the child write its pid, which is its process group id once
-/// `process_group(0)` took effect (std sets the group before it runs these
-/// hooks), to `file` before it executes the program.
-fn record_group_before_exec(command: &mut tokio::process::Command, file: &std::fs::File) {
-    use std::os::fd::{AsRawFd as _, BorrowedFd};
-    let fd = file.as_raw_fd();
-    let hook = move || {
-        // Between fork and exec only async-signal-safe calls: getpid and
-        // write, on a stack buffer; no allocation, no lock.
-        let mut digits = [0_u8; 20];
-        let mut value = u32::try_from(nix::unistd::getpid().as_raw()).unwrap_or(0);
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            // `value % 10` is a single decimal digit.
-            #[allow(clippy::cast_possible_truncation)]
-            let digit = (value % 10) as u8;
-            digits[start] = b'0' + digit;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
-        }
-        // SAFETY: `fd` is open: `file` outlives the spawn, and the fork
-        // copied it.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let mut rest = &digits[start..];
-        while !rest.is_empty() {
-            match nix::unistd::write(fd, rest) {
-                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
-                Ok(n) => rest = &rest[n..],
-                Err(nix::Error::EINTR) => {}
-                Err(errno) => return Err(std::io::Error::from_raw_os_error(errno as i32)),
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the hook only calls async-signal-safe functions (getpid,
-    // write) and touches nothing but its own stack and an open descriptor.
-    unsafe {
-        command.pre_exec(hook);
-    }
 }
 
 fn status_termination(status: std::process::ExitStatus) -> Termination {
@@ -655,32 +696,97 @@ mod tests {
 
     /// Found by the crash loop (`orchex-reliability crash-loop`): a daemon
     /// killed right after a step's spawn, before the store had the group,
-    /// left the step running unknown to recovery. The program now only runs
-    /// once its group id is in the file.
+    /// left the step running unknown to recovery. The group file exists
+    /// before the spawn and holds the group once the spawn returned.
     #[tokio::test]
-    async fn the_group_is_recorded_before_the_program_runs() {
+    async fn the_group_is_recorded_as_soon_as_the_step_is_spawned() {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("step-0.pgid");
-        let argv = argv(&format!("cat {}; echo; echo $$", record.display()));
+        std::fs::write(&record, "stale").unwrap();
+        let argv = argv("echo $$");
         let mut seen = 0;
+        let mut in_file_at_spawn = None;
         let outcome = run_process_recorded(
             &spec(&argv, dir.path(), Duration::from_secs(30)),
             &record,
             &CancellationToken::new(),
-            |pgid| seen = pgid,
+            |pgid| {
+                seen = pgid;
+                in_file_at_spawn = recorded_group(&record);
+            },
         )
         .await
         .unwrap();
         assert!(outcome.success(), "{}", outcome.output_tail);
-        let lines: Vec<&str> = outcome.output_tail.lines().collect();
-        // What the program found in the file: its own group, which is its pid.
-        assert_eq!(lines, [seen.to_string(), seen.to_string()]);
+        assert_eq!(
+            outcome.output_tail.trim(),
+            seen.to_string(),
+            "its own group"
+        );
+        assert_eq!(in_file_at_spawn, Some(seen), "recorded before `on_spawn`");
         assert_eq!(recorded_group(&record), Some(seen));
         assert_eq!(recorded_group(&dir.path().join("missing")), None);
         std::fs::write(&record, "").unwrap();
         assert_eq!(recorded_group(&record), None);
         std::fs::write(&record, "1").unwrap();
         assert_eq!(recorded_group(&record), None, "never init");
+    }
+
+    /// A process with this job's id in its environment.
+    fn alive(pid: u32) -> bool {
+        // A zombie still has a `/proc` entry; its state is `Z`.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+    }
+
+    /// What recovery does with a group file left empty: every group that
+    /// holds a process carrying the job's id dies, forked children too, and
+    /// nothing else.
+    #[tokio::test]
+    async fn a_step_whose_group_was_never_recorded_is_found_by_its_job_id() {
+        use std::os::unix::process::CommandExt as _;
+        let job = format!("test-{}", orchex_core::JobId::new());
+        let other = format!("test-{}", orchex_core::JobId::new());
+        let spawn = |job: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 1000 & echo $!; wait"])
+                .env("ORCHEX_JOB_ID", job)
+                .stdout(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut step = spawn(&job);
+        let mut bystander = spawn(&other);
+        let mut grandchild = String::new();
+        {
+            use std::io::BufRead as _;
+            std::io::BufReader::new(step.stdout.take().unwrap())
+                .read_line(&mut grandchild)
+                .unwrap();
+        }
+        let grandchild: u32 = grandchild.trim().parse().unwrap();
+        assert!(alive(grandchild));
+
+        assert_eq!(kill_job_processes(&job), 1, "one group");
+        assert!(step.wait().is_ok());
+        for _ in 0..200 {
+            if !alive(grandchild) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!alive(grandchild), "the forked child died with its group");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "another job's step runs on"
+        );
+        assert_eq!(kill_job_processes(&other), 1);
+        bystander.wait().unwrap();
+        assert_eq!(kill_job_processes(&job), 0, "nothing left");
     }
 
     #[test]

@@ -1535,7 +1535,7 @@ async fn a_crash_during_recovery_cannot_leave_a_delivery_on_the_branch() {
 /// Found by the crash loop (`orchex-reliability crash-loop`): a daemon
 /// killed right after a step's spawn, before the store had recorded the
 /// step's process group, left the step running, and recovery did not know
-/// it. The step records its group in its workspace before its program runs;
+/// it. The step records its group in its workspace as soon as it is spawned;
 /// recovery kills what it finds there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_kills_a_step_only_its_workspace_knows() {
@@ -1560,6 +1560,31 @@ async fn recovery_kills_a_step_only_its_workspace_knows() {
         !status.success(),
         "the step recorded in its workspace survived"
     );
+}
+
+/// A daemon killed between a step's spawn and the write of its group id
+/// leaves the group file empty: recovery then finds the step, and what it
+/// forked, by the job id in their environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_kills_a_step_whose_group_file_is_empty() {
+    use std::os::unix::process::CommandExt as _;
+    let h = Harness::new(|config, _| config.pipelines.push(pipeline("noop", "true"))).await;
+    let job = JobId::new();
+    let mut survivor = Command::new("sh")
+        .args(["-c", "sleep 1000 & wait"])
+        .env("ORCHEX_JOB_ID", job.to_string())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let workspace = h.root.join("data/workspaces").join(job.to_string());
+    std::fs::create_dir_all(workspace.join("work")).unwrap();
+    std::fs::write(workspace.join("step-0.pgid"), "").unwrap();
+
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.killed_groups, 1);
+    assert_eq!(summary.removed_workspaces, 1);
+    let status = survivor.wait().unwrap();
+    assert!(!status.success(), "the unrecorded step survived");
 }
 
 /// Found by the crash loop (`orchex-reliability crash-loop`): killed while

@@ -61,12 +61,14 @@ pub(crate) fn group_file(work: &Path, index: u32) -> PathBuf {
 
 /// The process groups recorded by steps in leftover workspaces (after a
 /// crash), with their job ids: every step that had started when the daemon
-/// died, recorded before its program ran. Call before [`remove_leftovers`].
-pub(crate) fn leftover_groups(storage: &Path) -> Vec<(String, u32)> {
+/// died. `None` is a group file left empty: the daemon died between
+/// creating it and writing the group id, so the step may be running under a
+/// group nobody recorded. Call before [`remove_leftovers`].
+pub(crate) fn leftover_groups(storage: &Path) -> Vec<(String, Option<u32>)> {
     let Ok(workspaces) = std::fs::read_dir(workspaces_root(storage)) else {
         return Vec::new();
     };
-    let mut groups: Vec<(String, u32)> = Vec::new();
+    let mut groups: Vec<(String, Option<u32>)> = Vec::new();
     for workspace in workspaces.flatten() {
         // The workspace is named after its job.
         let job = workspace.file_name().to_string_lossy().into_owned();
@@ -76,11 +78,8 @@ pub(crate) fn leftover_groups(storage: &Path) -> Vec<(String, u32)> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("step-")
-                && name.ends_with(".pgid")
-                && let Some(pgid) = crate::process::recorded_group(&entry.path())
-            {
-                groups.push((job.clone(), pgid));
+            if name.starts_with("step-") && name.ends_with(".pgid") {
+                groups.push((job.clone(), crate::process::recorded_group(&entry.path())));
             }
         }
     }
