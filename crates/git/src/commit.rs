@@ -12,6 +12,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use orchex_core::DiffSummary;
+
+use crate::diff::{diff_changes_in, summarize};
 use crate::error::{GitError, GixResultExt};
 use crate::repo::{commit_tree, require_commit};
 use crate::worktree::{read_file, walk_files};
@@ -97,47 +100,8 @@ impl GitRepo {
         for parent in parents {
             require_commit(&repo, *parent)?;
         }
+        let tree = write_dir_tree(&mut repo, dir, parents.first().copied())?;
         let context = || format!("writing {} as a commit", dir.display());
-        let index = match parents.first() {
-            Some(first) => {
-                let tree = commit_tree(&repo, *first)?;
-                repo.index_from_tree(&tree).ctx(context)?
-            }
-            // Never written: the path only satisfies the type.
-            None => gix::index::File::from_state(
-                gix::index::State::new(repo.object_hash()),
-                repo.index_path(),
-            ),
-        };
-        // In memory only: the walk below sees `dir` as the working tree.
-        repo.set_workdir(dir.to_owned()).map_err(|err| {
-            GitError::gix(format!("using {} as a working tree", dir.display()), &err)
-        })?;
-        let paths = walk_files(&repo, &index)?;
-
-        let mut editor = repo
-            .edit_tree(gix::ObjectId::empty_tree(repo.object_hash()))
-            .ctx(context)?;
-        for rel in paths {
-            let rel_path = gix::path::from_bstr(&rel).map_err(|_| GitError::InvalidPath {
-                path: dir.join(rel.to_string()),
-                message: "not representable as a path on this system".to_owned(),
-            })?;
-            let full = dir.join(rel_path);
-            let Some(file) = read_file(&full)? else {
-                continue;
-            };
-            let id = file.blob_id()?;
-            if !repo.has_object(id) {
-                repo.write_blob(&file.data)
-                    .ctx(|| format!("writing blob for {}", full.display()))?;
-            }
-            editor
-                .upsert(&rel, file.mode.entry_kind(), id)
-                .ctx(|| format!("adding {rel} to the tree"))?;
-        }
-        let tree = editor.write().ctx(context)?.detach();
-
         let signature = author.to_gix_now();
         let mut time = gix::date::parse::TimeBuf::default();
         let signature = signature.to_ref(&mut time);
@@ -152,6 +116,69 @@ impl GitRepo {
             .ctx(context)?;
         Ok(commit.id.into())
     }
+
+    /// What [`GitRepo::write_dir_as_commit`] with `parent` would change,
+    /// without writing anything to the repository: the tree of `dir` is
+    /// built with every new object kept in memory, diffed against `parent`,
+    /// and dropped. For results that are not delivered (`deliver = "none"`,
+    /// dry runs).
+    pub fn diff_dir_against(&self, dir: &Path, parent: Oid) -> Result<DiffSummary, GitError> {
+        let mut repo = self.local().with_object_memory();
+        require_commit(&repo, parent)?;
+        let tree = write_dir_tree(&mut repo, dir, Some(parent))?;
+        Ok(summarize(&diff_changes_in(&repo, parent, tree.into())?))
+    }
+}
+
+/// Writes the files of `dir` as a tree into `repo`'s object database (or
+/// its object memory): files tracked in `first_parent`'s tree, and every
+/// other file the ignore rules do not exclude, as `git add -A` with that
+/// tree as the index would take them. Only blobs the repository lacks are
+/// written.
+fn write_dir_tree(
+    repo: &mut gix::Repository,
+    dir: &Path,
+    first_parent: Option<Oid>,
+) -> Result<gix::ObjectId, GitError> {
+    let context = || format!("writing {} as a commit", dir.display());
+    let index = match first_parent {
+        Some(first) => {
+            let tree = commit_tree(repo, first)?;
+            repo.index_from_tree(&tree).ctx(context)?
+        }
+        // Never written: the path only satisfies the type.
+        None => gix::index::File::from_state(
+            gix::index::State::new(repo.object_hash()),
+            repo.index_path(),
+        ),
+    };
+    // In memory only: the walk below sees `dir` as the working tree.
+    repo.set_workdir(dir.to_owned())
+        .map_err(|err| GitError::gix(format!("using {} as a working tree", dir.display()), &err))?;
+    let paths = walk_files(repo, &index)?;
+
+    let mut editor = repo
+        .edit_tree(gix::ObjectId::empty_tree(repo.object_hash()))
+        .ctx(context)?;
+    for rel in paths {
+        let rel_path = gix::path::from_bstr(&rel).map_err(|_| GitError::InvalidPath {
+            path: dir.join(rel.to_string()),
+            message: "not representable as a path on this system".to_owned(),
+        })?;
+        let full = dir.join(rel_path);
+        let Some(file) = read_file(&full)? else {
+            continue;
+        };
+        let id = file.blob_id()?;
+        if !repo.has_object(id) {
+            repo.write_blob(&file.data)
+                .ctx(|| format!("writing blob for {}", full.display()))?;
+        }
+        editor
+            .upsert(&rel, file.mode.entry_kind(), id)
+            .ctx(|| format!("adding {rel} to the tree"))?;
+    }
+    Ok(editor.write().ctx(context)?.detach())
 }
 
 /// A commit message as git writes it: ending with one newline.

@@ -95,7 +95,7 @@ impl From<&DirDiff> for DiffSummary {
 }
 
 /// Collapse changes into a [`DiffSummary`] (lists sorted by path).
-fn summarize(changes: &[FileChange]) -> DiffSummary {
+pub(crate) fn summarize(changes: &[FileChange]) -> DiffSummary {
     let mut summary = DiffSummary::default();
     for change in changes {
         let list = match change.kind {
@@ -125,71 +125,7 @@ impl GitRepo {
     pub fn diff_changes(&self, old: Oid, new: Oid) -> Result<Vec<FileChange>, GitError> {
         let mut repo = self.local();
         repo.object_cache_size_if_unset(4 * 1024 * 1024);
-        let old_tree = peel_to_tree(&repo, old)?;
-        let new_tree = peel_to_tree(&repo, new)?;
-        let context = || format!("diffing {old} and {new}");
-        let (mut lhs_buf, mut rhs_buf) = (Vec::new(), Vec::new());
-        let lhs = tree_iter(&repo, old_tree, &mut lhs_buf).ctx(context)?;
-        let rhs = tree_iter(&repo, new_tree, &mut rhs_buf).ctx(context)?;
-        let mut recorder = gix::diff::tree::Recorder::default();
-        gix::diff::tree(
-            lhs,
-            rhs,
-            gix::diff::tree::State::default(),
-            &repo.objects,
-            &mut recorder,
-        )
-        .map_err(|err| GitError::other(context(), err.to_string()))?;
-
-        let (mut old_buf, mut new_buf) = (Vec::new(), Vec::new());
-        let mut changes = Vec::new();
-        for record in recorder.records {
-            use gix::diff::tree::recorder::Change as Rec;
-            let (kind, path, old_side, new_side) = match record {
-                Rec::Addition {
-                    entry_mode,
-                    oid,
-                    path,
-                    ..
-                } => (ChangeKind::Added, path, None, Some((entry_mode, oid))),
-                Rec::Deletion {
-                    entry_mode,
-                    oid,
-                    path,
-                    ..
-                } => (ChangeKind::Deleted, path, Some((entry_mode, oid)), None),
-                Rec::Modification {
-                    previous_entry_mode,
-                    previous_oid,
-                    entry_mode,
-                    oid,
-                    path,
-                } => (
-                    ChangeKind::Modified,
-                    path,
-                    Some((previous_entry_mode, previous_oid)),
-                    Some((entry_mode, oid)),
-                ),
-            };
-            let is_tree = |side: Option<(gix::objs::tree::EntryMode, gix::ObjectId)>| {
-                side.is_none_or(|(mode, _)| mode.is_tree())
-            };
-            if is_tree(old_side) && is_tree(new_side) {
-                continue;
-            }
-            let old_data = blob_data(&repo, old_side, &mut old_buf).ctx(context)?;
-            let new_data = blob_data(&repo, new_side, &mut new_buf).ctx(context)?;
-            let counts = line_counts(old_data, new_data);
-            changes.push(FileChange {
-                path: path.to_str_lossy().into_owned(),
-                kind,
-                lines_added: counts.map_or(0, |(added, _)| added),
-                lines_removed: counts.map_or(0, |(_, removed)| removed),
-                binary: counts.is_none(),
-            });
-        }
-        changes.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(changes)
+        diff_changes_in(&repo, old, new)
     }
 
     /// Compare two directories the way git would see them as working trees
@@ -216,6 +152,80 @@ impl GitRepo {
         let after_files = list(after)?;
         compare(before, &before_files, after, &after_files)
     }
+}
+
+/// [`GitRepo::diff_changes`] in `repo`, which may hold objects in memory
+/// only.
+pub(crate) fn diff_changes_in(
+    repo: &gix::Repository,
+    old: Oid,
+    new: Oid,
+) -> Result<Vec<FileChange>, GitError> {
+    let old_tree = peel_to_tree(repo, old)?;
+    let new_tree = peel_to_tree(repo, new)?;
+    let context = || format!("diffing {old} and {new}");
+    let (mut lhs_buf, mut rhs_buf) = (Vec::new(), Vec::new());
+    let lhs = tree_iter(repo, old_tree, &mut lhs_buf).ctx(context)?;
+    let rhs = tree_iter(repo, new_tree, &mut rhs_buf).ctx(context)?;
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        lhs,
+        rhs,
+        gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|err| GitError::other(context(), err.to_string()))?;
+
+    let (mut old_buf, mut new_buf) = (Vec::new(), Vec::new());
+    let mut changes = Vec::new();
+    for record in recorder.records {
+        use gix::diff::tree::recorder::Change as Rec;
+        let (kind, path, old_side, new_side) = match record {
+            Rec::Addition {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (ChangeKind::Added, path, None, Some((entry_mode, oid))),
+            Rec::Deletion {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (ChangeKind::Deleted, path, Some((entry_mode, oid)), None),
+            Rec::Modification {
+                previous_entry_mode,
+                previous_oid,
+                entry_mode,
+                oid,
+                path,
+            } => (
+                ChangeKind::Modified,
+                path,
+                Some((previous_entry_mode, previous_oid)),
+                Some((entry_mode, oid)),
+            ),
+        };
+        let is_tree = |side: Option<(gix::objs::tree::EntryMode, gix::ObjectId)>| {
+            side.is_none_or(|(mode, _)| mode.is_tree())
+        };
+        if is_tree(old_side) && is_tree(new_side) {
+            continue;
+        }
+        let old_data = blob_data(repo, old_side, &mut old_buf).ctx(context)?;
+        let new_data = blob_data(repo, new_side, &mut new_buf).ctx(context)?;
+        let counts = line_counts(old_data, new_data);
+        changes.push(FileChange {
+            path: path.to_str_lossy().into_owned(),
+            kind,
+            lines_added: counts.map_or(0, |(added, _)| added),
+            lines_removed: counts.map_or(0, |(_, removed)| removed),
+            binary: counts.is_none(),
+        });
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
 }
 
 /// Compare two directories file by file (pure file system, no repository):

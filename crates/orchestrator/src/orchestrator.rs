@@ -1590,6 +1590,16 @@ impl Orchestrator {
                     .await
                     .map_err(|e| ControlError::Conflict(e.to_string()))?;
                 lock(&self.inner.follow_ups).remove(&id);
+                // The dispatcher may have claimed it between the read above
+                // and the transition (running → cancelled is legal too) and
+                // checked the mark before it was set: then it is registered
+                // as running by now, and its step must not go on under a
+                // record that says cancelled. A registration after this look
+                // comes after the mark, which the dispatcher checks once it
+                // has registered.
+                if let Some(running) = lock(&self.inner.running).get(&id) {
+                    running.token.cancel();
+                }
                 self.finish_bookkeeping(&job, format!("job {id} cancelled while queued"), false);
                 Ok(job)
             }
@@ -1767,6 +1777,22 @@ impl Orchestrator {
                 Err(ControlError::Conflict(message))
             }
             Err(RollbackError::NotDelivered(message)) => Err(ControlError::Conflict(message)),
+            Err(refused @ (RollbackError::Refused(_) | RollbackError::Blocked(_))) => {
+                // Nothing was restored: the intent recorded for this attempt
+                // is withdrawn, so the next start does not retry it. A resumed
+                // rollback stays in progress (an earlier attempt may have
+                // restored part of it).
+                if let Some(before) = job.rollback
+                    && before != orchex_core::RollbackState::InProgress
+                    && let Err(err) = store.update_job(id, JobPatch::new().rollback(before)).await
+                {
+                    tracing::warn!(job = %id, %err, "cannot withdraw a rollback that did not start");
+                }
+                Err(match refused {
+                    RollbackError::Blocked(message) => ControlError::Conflict(message),
+                    other => ControlError::Internal(other.to_string()),
+                })
+            }
             Err(RollbackError::Failed(message)) => Err(ControlError::Internal(message)),
         }
     }

@@ -162,11 +162,48 @@ pub fn kill_job_group(pgid: u32, job: &str) -> Result<bool, nix::Error> {
 /// Whether a process of group `pgid` has `ORCHEX_JOB_ID=<job>` in its
 /// environment; `None` when `/proc` cannot be read.
 fn group_runs_job(pgid: u32, job: &str) -> Option<bool> {
+    // The group first (one small `stat` per process), the environment only
+    // of the group's members: recovery runs this per recorded group, and
+    // its time is a window in which a crash leaves records to redo.
+    let wanted = format!("ORCHEX_JOB_ID={job}");
+    for pid in proc_pids()? {
+        if process_group(pid) != Some(pgid) {
+            continue;
+        }
+        if has_env(pid, &wanted) {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// The numeric entries of `/proc`; `None` when it cannot be read.
+fn proc_pids() -> Option<Vec<u32>> {
     Some(
-        processes_of_job(job)?
-            .iter()
-            .any(|process| process.group == pgid),
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .collect(),
     )
+}
+
+/// The process group of `pid`: field 5 of `stat`, after the parenthesised
+/// command (which may itself hold spaces and parentheses).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|field| field.parse::<u32>().ok())
+}
+
+/// Whether `pid`'s environment holds exactly `wanted` (`KEY=value`).
+fn has_env(pid: u32, wanted: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        environ
+            .split(|byte| *byte == 0)
+            .any(|var| var == wanted.as_bytes())
+    })
 }
 
 /// A process found in `/proc`.
@@ -181,38 +218,18 @@ struct ProcessEntry {
 fn processes_of_job(job: &str) -> Option<Vec<ProcessEntry>> {
     let wanted = format!("ORCHEX_JOB_ID={job}");
     let own = std::process::id();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !environ
-            .split(|byte| *byte == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            continue;
-        }
-        // Field 5 of `stat`, after the parenthesised command (which may
-        // itself hold spaces and parentheses).
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let group = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|field| field.parse::<u32>().ok());
-        if let Some(group) = group {
-            found.push(ProcessEntry { pid, group });
-        }
-    }
-    Some(found)
+    Some(
+        proc_pids()?
+            .into_iter()
+            .filter(|pid| *pid != own && has_env(*pid, &wanted))
+            .filter_map(|pid| {
+                Some(ProcessEntry {
+                    pid,
+                    group: process_group(pid)?,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Kills every process group that holds a process of job `job` (one with

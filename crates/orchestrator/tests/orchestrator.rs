@@ -411,6 +411,49 @@ async fn branch_delivery_commits_on_the_branch_and_leaves_the_user_untouched() {
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 
+/// "`none` / dry run: nothing is written to the repository": no ref, no
+/// file, and no object either (a dry run used to leave its blobs, trees
+/// and an unreachable commit in `.git/objects`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_leaves_the_repository_byte_for_byte_as_it_was() {
+    let h = Harness::new(|config, _| {
+        config.pipelines.push(pipeline(
+            "codegen",
+            "mkdir -p generated && date +%N > generated/api.rs",
+        ));
+    })
+    .await;
+    h.start();
+    let repo = h.repo();
+    let objects = || git(&repo, &["count-objects", "-v"]);
+    let refs = || git(&repo, &["for-each-ref"]);
+    let (objects_before, refs_before) = (objects(), refs());
+    let status_before = git(&repo, &["status", "--porcelain"]);
+
+    let job = h
+        .orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            pipeline: Some("codegen".into()),
+            dry_run: true,
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let job = h.wait_final(job.id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.error);
+    let diff = job.diff.clone().unwrap();
+    assert_eq!(diff.added, ["generated/api.rs"], "{diff:?}");
+    let delivery = job.delivery.unwrap();
+    assert_eq!(delivery.kind, Delivery::None);
+    assert_eq!(delivery.commit, None, "no commit was written");
+    assert_eq!(objects(), objects_before);
+    assert_eq!(refs(), refs_before);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), status_before);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edited_delivery_branch_is_left_alone() {
     let h = Harness::new(|config, _| {
@@ -669,6 +712,43 @@ async fn concurrent_rollbacks_of_one_job_roll_it_back_once() {
     let job = h.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(job.state(), JobState::RolledBack);
     assert_eq!(job.rollback, Some(RollbackState::RolledBack));
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+/// A rollback refused before it restored anything (the delivery branch is
+/// checked out in the user's working tree) is a conflict the operator can
+/// fix, and it leaves no rollback in progress behind: recovery did retry
+/// it at every start. Once the branch is no longer checked out, the same
+/// rollback succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_refused_before_it_started_leaves_nothing_in_progress() {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    h.start();
+    bump(&h.repo());
+    let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.skip_reason);
+    let repo = h.repo();
+    git(&repo, &["checkout", "-q", "orchex/codegen"]);
+
+    let refused = h.orchestrator.rollback(job.id).await.unwrap_err();
+    assert!(
+        matches!(refused, ControlError::Conflict(ref m) if m.contains("checked out")),
+        "{refused:?}"
+    );
+    let after = h.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(after.state(), JobState::Succeeded);
+    assert_eq!(after.rollback, Some(RollbackState::Available));
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert!(summary.finished_rollbacks.is_empty(), "{summary:?}");
+
+    git(&repo, &["checkout", "-q", "main"]);
+    let rolled = h.orchestrator.rollback(job.id).await.unwrap();
+    assert_eq!(rolled.state(), JobState::RolledBack);
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 

@@ -39,6 +39,55 @@ fn run_steps(workspace: &Path) {
     std::os::unix::fs::symlink("api.rs", workspace.join("generated/alias.rs")).unwrap();
 }
 
+/// Every object file under `.git/objects` (loose objects and packs).
+fn object_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo.join(".git/objects"), &mut out);
+    out.sort();
+    out
+}
+
+/// A result that is not delivered (`deliver = "none"`, a dry run) is
+/// diffed without writing one object: the same summary as writing the
+/// commit and diffing it, and `.git/objects` as it was.
+#[test]
+fn a_directory_is_diffed_against_a_commit_without_writing_objects() {
+    let fx = Fixture::new();
+    let (repo, source) = source(&fx);
+    let workspace = fx.path("ws");
+    repo.checkout_commit(source, &workspace).unwrap();
+    run_steps(&workspace);
+    let objects = object_files(&fx.repo);
+
+    let summary = repo.diff_dir_against(&workspace, source).unwrap();
+    assert_eq!(object_files(&fx.repo), objects, "no object was written");
+    let (ok, fsck) = git_try(&fx.repo, &["fsck", "--strict"]);
+    assert!(ok, "git fsck --strict: {fsck}");
+
+    let commit = repo
+        .write_dir_as_commit(&workspace, source, "regenerate", &orchex())
+        .unwrap();
+    assert_ne!(object_files(&fx.repo), objects, "writing the commit does");
+    assert_eq!(summary, repo.diff_summary(source, commit).unwrap());
+    assert_eq!(
+        summary.added,
+        ["generated/alias.rs", "generated/extra.rs"],
+        "{summary:?}"
+    );
+    assert_eq!(summary.modified, ["generated/api.rs"]);
+    assert_eq!(summary.deleted, ["generated/stale.rs"]);
+}
+
 #[test]
 fn write_dir_as_commit_then_update_branch() {
     let fx = Fixture::new();

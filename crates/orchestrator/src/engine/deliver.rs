@@ -384,7 +384,17 @@ pub(crate) enum RollbackError {
     /// The job has nothing to roll back (HTTP 409).
     #[error("{0}")]
     NotDelivered(String),
-    /// Reading or writing failed (HTTP 500).
+    /// The repository is in a state that forbids the rollback for now (the
+    /// branch is checked out in a working tree), and nothing was restored
+    /// (HTTP 409): the intent is withdrawn, and a later retry may succeed.
+    #[error("{0}")]
+    Blocked(String),
+    /// A check or a read failed before anything was restored (HTTP 500):
+    /// the rollback did not start, so its intent is withdrawn.
+    #[error("{0}")]
+    Refused(String),
+    /// Writing failed part way (HTTP 500): the rollback stays in progress,
+    /// for a retry or the next start's recovery to finish.
     #[error("{0}")]
     Failed(String),
 }
@@ -435,22 +445,24 @@ pub(crate) async fn rollback(
     let message = format!("orchex: roll back job {}", job.id);
     if record.kind == Delivery::Branch {
         let (Some(branch), Some(commit)) = (record.branch.clone(), record.commit.clone()) else {
-            return Err(RollbackError::Failed(
+            return Err(RollbackError::Refused(
                 "the delivery record has no branch or commit".to_owned(),
             ));
         };
+        // The branch moves in one compare-and-swap, so every failure here
+        // left it where it was.
         return tokio::task::spawn_blocking(move || {
             let repo =
-                GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+                GitRepo::open(&repo_path).map_err(|e| RollbackError::Refused(e.to_string()))?;
             let wrote: Oid = commit
                 .parse()
-                .map_err(|e| RollbackError::Failed(format!("{e}")))?;
+                .map_err(|e| RollbackError::Refused(format!("{e}")))?;
             let previous = record
                 .previous
                 .as_deref()
                 .map(str::parse::<Oid>)
                 .transpose()
-                .map_err(|e| RollbackError::Failed(format!("{e}")))?;
+                .map_err(|e| RollbackError::Refused(format!("{e}")))?;
             match repo.rollback_branch(&branch, wrote, previous, &message) {
                 Ok(()) => Ok(()),
                 // The interrupted rollback had moved the branch already.
@@ -458,7 +470,10 @@ pub(crate) async fn rollback(
                     Ok(())
                 }
                 Err(e @ GitError::Superseded { .. }) => Err(RollbackError::Conflict(e.to_string())),
-                Err(other) => Err(RollbackError::Failed(other.to_string())),
+                Err(e @ GitError::BranchCheckedOut { .. }) => Err(RollbackError::Blocked(format!(
+                    "{e}; nothing was rolled back"
+                ))),
+                Err(other) => Err(RollbackError::Refused(other.to_string())),
             }
         })
         .await
@@ -467,11 +482,11 @@ pub(crate) async fn rollback(
     let backups = store
         .backups(job.id)
         .await
-        .map_err(|e| RollbackError::Failed(format!("cannot read the backups: {e}")))?;
+        .map_err(|e| RollbackError::Refused(format!("cannot read the backups: {e}")))?;
     tokio::task::spawn_blocking(move || {
-        let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Failed(e.to_string()))?;
+        let repo = GitRepo::open(&repo_path).map_err(|e| RollbackError::Refused(e.to_string()))?;
         let workdir = repo.workdir().map(Path::to_path_buf).ok_or_else(|| {
-            RollbackError::Failed("the repository has no working tree".to_owned())
+            RollbackError::Refused("the repository has no working tree".to_owned())
         })?;
         let replaced: BTreeMap<&str, (Option<&[u8]>, Option<u32>)> = backups
             .iter()
@@ -488,9 +503,9 @@ pub(crate) async fn rollback(
         let mut changed_since = Vec::new();
         for (path, written) in &record.written {
             let current = file_hash(&workdir.join(path))
-                .map_err(|e| RollbackError::Failed(format!("cannot read {path}: {e}")))?;
+                .map_err(|e| RollbackError::Refused(format!("cannot read {path}: {e}")))?;
             let Some(&(previous, mode)) = replaced.get(path.as_str()) else {
-                return Err(RollbackError::Failed(format!(
+                return Err(RollbackError::Refused(format!(
                     "no backup of {path}, so nothing was rolled back"
                 )));
             };

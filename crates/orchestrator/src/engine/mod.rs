@@ -388,8 +388,9 @@ impl Engine {
                     }
                     Some(pgid)
                 };
-                // ...and the child writes it to the workspace before the
-                // program runs, for a crash before that record is durable.
+                // ...and in the workspace as soon as the spawn returns, for a
+                // crash before that record is durable (a file left empty:
+                // recovery looks for the job's processes by ORCHEX_JOB_ID).
                 let group_file = workspace::group_file(work, index);
                 let (outcome, pgid) = tokio::join!(
                     run_process_recorded(&spec, &group_file, &request.cancel, move |pgid| {
@@ -661,7 +662,20 @@ impl Engine {
                     commit: None,
                 })
             }
-            (_, Some(source)) => {
+            // Not delivered: nothing may be written to the repository, not
+            // even unreachable objects.
+            (Delivery::None, Some(source)) => {
+                let summary = repo
+                    .diff_dir_against(&work, source)
+                    .map_err(|e| format!("cannot diff the result: {e}"))?;
+                let changes = summary.files().map(str::to_owned).collect();
+                Ok(Diffed {
+                    summary,
+                    changes,
+                    commit: None,
+                })
+            }
+            (Delivery::Branch, Some(source)) => {
                 let commit = repo
                     .write_dir_as_commit(&work, source, &message, &signature)
                     .map_err(|e| format!("cannot write the result as a commit: {e}"))?;
