@@ -642,7 +642,10 @@ impl Orchestrator {
 
     /// Stops gracefully: no new work is taken, running jobs get `grace` to
     /// finish and are then cancelled, and every background task has ended
-    /// when this returns. Queued jobs stay queued for the next start.
+    /// when this returns. Queued jobs stay queued for the next start. A job
+    /// or task still not ended 10 s after its cancellation is logged and
+    /// left (aborted, for a task): a stuck job never keeps the daemon from
+    /// stopping, and the next start's recovery re-queues it.
     pub async fn stop(&self, grace: Duration) {
         let Some(tasks) = lock(&self.inner.tasks).take() else {
             return;
@@ -655,10 +658,27 @@ impl Orchestrator {
             for running in lock(&self.inner.running).values() {
                 running.token.cancel();
             }
-            self.wait_idle().await;
+            // A cancelled job ends within moments (its process group is
+            // killed); one that does not must not keep the daemon from
+            // stopping. It stays `running` in the store, and the next
+            // start's recovery re-queues it and kills what it left.
+            if tokio::time::timeout(EMERGENCY_WAIT, self.wait_idle())
+                .await
+                .is_err()
+            {
+                let stuck: Vec<JobId> = lock(&self.inner.running).keys().copied().collect();
+                tracing::error!(
+                    ?stuck,
+                    "jobs did not end within 10 s of their cancellation; stopping without them"
+                );
+            }
         }
         for handle in tasks.handles {
-            let _ = handle.await;
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(EMERGENCY_WAIT, handle).await.is_err() {
+                tracing::error!("a background task did not end within 10 s; aborting it");
+                abort.abort();
+            }
         }
         self.publish(Event::new(
             EventKind::OrchestratorStopped,

@@ -1709,6 +1709,80 @@ impl orchex_orchestrator::Action for WriteFile {
     }
 }
 
+/// An embedder's action that never returns and ignores its cancellation.
+struct Stuck(Arc<tokio::sync::Notify>);
+
+#[async_trait::async_trait]
+impl orchex_orchestrator::Action for Stuck {
+    async fn run(&self, _ctx: orchex_orchestrator::ActionContext<'_>) -> Result<String, String> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// A job whose step does not end when it is cancelled (an embedder's
+/// action that ignores its token) cannot keep the daemon from stopping: the
+/// engine stops awaiting the action once the job is cancelled, and the job
+/// ends `cancelled`. (`stop` also gives up on a job still running 10 s
+/// after its cancellation; no job here gets that far.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ignores_its_cancellation_does_not_hang_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let mut config = Config::default();
+    config.optimizer.schedule.enabled = false;
+    config.repositories.push(Repository {
+        name: RepoId::new("api").unwrap(),
+        path: repo_fixture(&root, "api"),
+        enabled: true,
+        branch: Some("main".into()),
+    });
+    let mut stuck = Pipeline::new(
+        "stuck",
+        vec![Step {
+            name: "stuck".into(),
+            uses: Some("stuck".into()),
+            ..Step::default()
+        }],
+    );
+    stuck.triggers = vec![TriggerKind::Manual];
+    stuck.deliver = Delivery::None;
+    config.pipelines = vec![stuck];
+    let store = Arc::new(
+        SqliteStore::open_in_dir(root.join("data"), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    let started = Arc::new(tokio::sync::Notify::new());
+    let mut deps = OrchestratorDeps::new(store.clone(), Events::discard(), root.join("data"));
+    deps.actions.register("stuck", Stuck(Arc::clone(&started)));
+    let orchestrator = Orchestrator::new(&config, deps).unwrap();
+    orchestrator.start(futures::stream::pending()).unwrap();
+    let job = orchestrator
+        .trigger(ManualRun {
+            repo: "api".into(),
+            ..ManualRun::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the stuck step never started");
+
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        orchestrator.stop(Duration::from_millis(100)),
+    )
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "stop hung on a job that ignores its cancellation"
+    );
+    let job = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Cancelled, "{:?}", job.error);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uses_and_webhook_steps_run_and_sequential_pipelines_run_in_order() {
     use std::io::{Read as _, Write as _};
