@@ -8,7 +8,8 @@
 //! the best time, the resident-set growth and the peak RSS of the child.
 //!
 //! `cargo bench -p orchex-benches --bench monitor_watch` (set
-//! `ORCHEX_BENCH_SCALE=0.1` for a quick run). The tree is scaled down
+//! `ORCHEX_BENCH_SCALE=0.1` for a quick run, `ORCHEX_BENCH_ROUNDS` for more
+//! or fewer rounds than 5). The tree is scaled down
 //! automatically when `fs.inotify.max_user_watches` is too low for notify's
 //! recursive watch, and the output says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -271,7 +272,6 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     let exe = std::env::current_exe().unwrap();
-    let mut results = Vec::new();
     // Warm the page cache once.
     let warm = Command::new(&exe)
         .args(["--child", "walk"])
@@ -279,57 +279,94 @@ fn main() {
         .output()
         .unwrap();
     assert!(warm.status.success());
-    for variant in ["walk", "orchex", "notify-recursive"] {
-        let output = Command::new(&exe)
-            .args(["--child", variant])
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{variant}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("RESULT "))
-            .unwrap()
-            .to_owned();
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(2)
-            .map(|f| f.parse().unwrap())
-            .collect();
-        results.push((variant, fields));
+    // Rounds of every variant, in an order that rotates: on a shared
+    // machine the load drifts, and a ratio of two medians taken minutes
+    // apart would measure the drift. Each round compares the variants as
+    // they ran next to each other; the table gives the medians over rounds.
+    let rounds: usize = std::env::var("ORCHEX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let variants = ["walk", "orchex", "notify-recursive"];
+    let mut per_round: Vec<Vec<Vec<u64>>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        for step in 0..variants.len() {
+            let index = (round + step) % variants.len();
+            per_round[index].push(run_child(&exe, variants[index], &root));
+        }
     }
+    println!("{rounds} rounds; per round, each variant's median of {RUNS} setups");
     println!(
         "{:<18} {:>12} {:>12} {:>14} {:>12} {:>9}",
         "variant", "median ms", "best ms", "RSS growth MiB", "peak RSS MiB", "dirs"
     );
+    let median_of = |values: Vec<u64>| {
+        let mut values = values;
+        values.sort_unstable();
+        values[values.len() / 2]
+    };
     #[allow(clippy::cast_precision_loss)]
-    for (variant, f) in &results {
+    for (variant, rows) in variants.iter().zip(&per_round) {
+        let column = |i: usize| rows.iter().map(move |row| row[i]);
         println!(
             "{:<18} {:>12.1} {:>12.1} {:>14.1} {:>12.1} {:>9}",
             variant,
-            f[0] as f64 / 1000.0,
-            f[1] as f64 / 1000.0,
-            f[2] as f64 / 1024.0,
-            f[3] as f64 / 1024.0,
-            f[4]
+            median_of(column(0).collect()) as f64 / 1000.0,
+            column(1).min().unwrap_or(0) as f64 / 1000.0,
+            column(2).max().unwrap_or(0) as f64 / 1024.0,
+            column(3).max().unwrap_or(0) as f64 / 1024.0,
+            rows[0][4]
         );
     }
     #[allow(clippy::cast_precision_loss)]
-    let ratio = |a: usize, b: usize| results[a].1[0] as f64 / results[b].1[0] as f64;
+    let ratios = |a: usize, b: usize| -> Vec<f64> {
+        per_round[a]
+            .iter()
+            .zip(&per_round[b])
+            .map(|(x, y)| x[0] as f64 / y[0] as f64)
+            .collect()
+    };
+    let summary = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let listed: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+        (values[values.len() / 2], listed.join(" "))
+    };
+    let (walk_ratio, walk_all) = summary(ratios(1, 0));
+    let (notify_ratio, notify_all) = summary(ratios(1, 2));
     println!(
-        "orchex / walk = {:.2}x (goal <= 1.2x); orchex / notify recursive = {:.2}x (goal < 1x)",
-        ratio(1, 0),
-        ratio(1, 2)
+        "orchex / walk = {walk_ratio:.2}x (goal <= 1.2x; per round, sorted: {walk_all}); \
+         orchex / notify recursive = {notify_ratio:.2}x (goal < 1x; {notify_all})"
     );
     #[allow(clippy::cast_precision_loss)]
-    let ready = results[1].1[5] as f64 / 1000.0;
+    let ready = median_of(per_round[1].iter().map(|row| row[5]).collect()) as f64 / 1000.0;
     println!(
         "orchex, until the rescan snapshot is also taken (background, after the watches): \
          median {ready:.1} ms"
     );
+}
+
+/// Runs one child of `variant`; its fields: median µs, best µs, RSS growth
+/// KiB, peak RSS KiB, directories watched, median µs until ready.
+fn run_child(exe: &Path, variant: &str, root: &Path) -> Vec<u64> {
+    let output = Command::new(exe)
+        .args(["--child", variant])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{variant}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap()
+        .to_owned();
+    line.split_whitespace()
+        .skip(2)
+        .map(|f| f.parse().unwrap())
+        .collect()
 }

@@ -7,11 +7,11 @@
 //! polling fallback, it is notify. Either way the events arrive as
 //! `notify::Event`s, so everything below handles them alike:
 //!
-//! - the initial walk uses the `ignore` crate's parallel walker (nested
-//!   `.gitignore`, `.git/info/exclude`, the global excludes file) plus the
-//!   configured globs, and installs a **non-recursive** watch on each
-//!   directory that is not ignored while the walk runs; an ignored
-//!   `target/` or `node_modules/` costs nothing;
+//! - the initial walk ([`walk`]: parallel, git's rules — nested
+//!   `.gitignore`, `.git/info/exclude`, the global excludes file — plus the
+//!   configured globs, matched with the `ignore` crate) installs a
+//!   **non-recursive** watch on each directory that is not ignored while the
+//!   walk runs; an ignored `target/` or `node_modules/` costs nothing;
 //! - the git directory gets its own watches: `.git/` itself (`HEAD`,
 //!   `packed-refs`, `index.lock`), `.git/refs/`, and every directory under
 //!   `refs/heads` and `refs/remotes`;
@@ -33,6 +33,7 @@
 pub(crate) mod inotify;
 pub(crate) mod rules;
 pub(crate) mod snapshot;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -41,8 +42,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use ignore::WalkBuilder;
 use ignore::gitignore::Gitignore;
-use ignore::{WalkBuilder, WalkState};
 use notify::event::{CreateKind, RemoveKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use orchex_core::RepoId;
@@ -113,8 +114,20 @@ pub(crate) struct Outcome {
 struct Scan {
     dirs: Vec<PathBuf>,
     entries: BTreeMap<String, Stamp>,
-    gitignores: Vec<PathBuf>,
+    /// Each directory with a `.gitignore`, and its compiled rules.
+    gitignores: Vec<(PathBuf, Gitignore)>,
     errors: Vec<String>,
+}
+
+impl Scan {
+    /// Adds what another walker thread found.
+    fn absorb(&mut self, other: Scan) {
+        self.dirs.extend(other.dirs);
+        let mut entries = other.entries;
+        self.entries.append(&mut entries);
+        self.gitignores.extend(other.gitignores);
+        self.errors.extend(other.errors);
+    }
 }
 
 /// The watcher state of one repository.
@@ -257,13 +270,7 @@ impl RepoFs {
                         note_failure(dir, error);
                     }
                 };
-                walk_tree(
-                    &this.root,
-                    this.rules.configured(),
-                    this.options.threads,
-                    Some(&on_dir),
-                    false,
-                )
+                this.walk(Some(&on_dir), false)
             }
             _ => std::thread::scope(|scope| {
                 let (found, to_install) = std::sync::mpsc::channel::<PathBuf>();
@@ -287,13 +294,15 @@ impl RepoFs {
                     // The installer only stops early when the scope ends.
                     let _ = found.send(dir.to_path_buf());
                 };
-                let scan = walk_tree(
-                    &this.root,
-                    this.rules.configured(),
-                    this.options.threads,
-                    Some(&on_dir),
-                    false,
-                );
+                // Field by field: the installer thread holds the backend.
+                let scan = walk::Walk {
+                    root: &this.root,
+                    rules: &this.rules,
+                    threads: this.options.threads,
+                    on_dir: Some(&on_dir),
+                    stamps: false,
+                }
+                .run();
                 drop(found);
                 scan
             }),
@@ -654,13 +663,7 @@ impl RepoFs {
         if !self.root.is_dir() {
             return;
         }
-        let scan = walk_tree(
-            &self.root,
-            self.rules.configured(),
-            self.options.threads,
-            None,
-            true,
-        );
+        let scan = self.walk(None, true);
         outcome.warnings.extend(scan.errors.iter().cloned());
         let fresh: BTreeSet<PathBuf> = scan.dirs.iter().cloned().collect();
         let stale: Vec<PathBuf> = self.dirs.difference(&fresh).cloned().collect();
@@ -674,10 +677,8 @@ impl RepoFs {
                 self.dirs.insert(dir);
             }
         }
-        for dir in &scan.gitignores {
-            if let Some(problem) = self.rules.load_dir(dir) {
-                outcome.warnings.push(problem);
-            }
+        for (dir, matcher) in scan.gitignores {
+            self.rules.insert_dir(dir, matcher);
         }
         let snapshot = Snapshot::from_map(scan.entries);
         // A path that left the snapshot but is still on disk became ignored
@@ -703,9 +704,21 @@ impl RepoFs {
     /// Takes the result of the initial walk (watches already installed).
     fn absorb_scan(&mut self, scan: Scan) {
         self.walked_dirs = scan.dirs;
-        for dir in &scan.gitignores {
-            self.rules.load_dir(dir);
+        for (dir, matcher) in scan.gitignores {
+            self.rules.insert_dir(dir, matcher);
         }
+    }
+
+    /// Walks the working tree with this repository's rules.
+    fn walk(&self, on_dir: Option<&(dyn Fn(&Path) + Sync)>, stamps: bool) -> Scan {
+        walk::Walk {
+            root: &self.root,
+            rules: &self.rules,
+            threads: self.options.threads,
+            on_dir,
+            stamps,
+        }
+        .run()
     }
 
     /// Takes the size-and-mtime snapshot a rescan compares against.
@@ -717,13 +730,7 @@ impl RepoFs {
     /// made in between is reported, not lost.
     pub(crate) fn build_snapshot(&mut self) {
         self.settle_walked_dirs();
-        let scan = walk_tree(
-            &self.root,
-            self.rules.configured(),
-            self.options.threads,
-            None,
-            true,
-        );
+        let scan = self.walk(None, true);
         self.snapshot = Snapshot::from_map(scan.entries);
     }
 
@@ -936,78 +943,6 @@ pub(crate) fn walk_builder(root: &Path, configured: &Gitignore, threads: usize) 
         !configured.matched(entry.path(), is_dir).is_ignore()
     });
     builder
-}
-
-/// Per-thread results of the parallel walk, merged when the thread ends.
-struct Local<'a> {
-    scan: Scan,
-    shared: &'a Mutex<Scan>,
-}
-
-impl Drop for Local<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut shared) = self.shared.lock() {
-            let local = std::mem::take(&mut self.scan);
-            shared.dirs.extend(local.dirs);
-            let mut entries = local.entries;
-            shared.entries.append(&mut entries);
-            shared.gitignores.extend(local.gitignores);
-            shared.errors.extend(local.errors);
-        }
-    }
-}
-
-/// Walks the working tree in parallel; `on_dir` is called for every
-/// directory that is not ignored, from the walker thread that found it.
-/// With `stamps`, every entry is stat'ed for the snapshot.
-fn walk_tree(
-    root: &Path,
-    configured: &Gitignore,
-    threads: usize,
-    on_dir: Option<&(dyn Fn(&Path) + Sync)>,
-    stamps: bool,
-) -> Scan {
-    let shared = Mutex::new(Scan::default());
-    walk_builder(root, configured, threads)
-        .build_parallel()
-        .run(|| {
-            let mut local = Local {
-                scan: Scan::default(),
-                shared: &shared,
-            };
-            Box::new(move |entry| {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(error) => {
-                        local.scan.errors.push(error.to_string());
-                        return WalkState::Continue;
-                    }
-                };
-                let is_dir = entry.file_type().is_some_and(|kind| kind.is_dir());
-                if is_dir {
-                    if let Some(on_dir) = on_dir {
-                        on_dir(entry.path());
-                    }
-                    local.scan.dirs.push(entry.path().to_path_buf());
-                } else if entry.file_name() == ".gitignore"
-                    && let Some(parent) = entry.path().parent()
-                {
-                    local.scan.gitignores.push(parent.to_path_buf());
-                }
-                if stamps
-                    && entry.depth() > 0
-                    && let (Ok(rel), Ok(metadata)) =
-                        (entry.path().strip_prefix(root), entry.metadata())
-                {
-                    local
-                        .scan
-                        .entries
-                        .insert(rel.to_string_lossy().into_owned(), Stamp::of(&metadata));
-                }
-                WalkState::Continue
-            })
-        });
-    shared.into_inner().unwrap_or_default()
 }
 
 #[cfg(test)]

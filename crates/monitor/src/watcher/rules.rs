@@ -1,5 +1,6 @@
-//! Ignore rules of one repository, for deciding about single paths at run
-//! time (the initial walk uses the `ignore` crate's walker directly).
+//! Ignore rules of one repository: for deciding about single paths at run
+//! time, and for the walk (`walk`), which carries each directory's chain of
+//! `.gitignore` matchers instead of looking them up.
 //!
 //! Git's precedence, highest first: the configured `ignore` globs (an orchex
 //! addition: they always win), the `.gitignore` of the nearest directory,
@@ -10,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -66,6 +68,11 @@ impl IgnoreRules {
         problems.into_iter().next()
     }
 
+    /// Takes `dir/.gitignore` as the walk compiled it.
+    pub(crate) fn insert_dir(&mut self, dir: PathBuf, matcher: Gitignore) {
+        self.per_dir.insert(dir, matcher);
+    }
+
     /// Forgets every `.gitignore` at or below `dir`.
     pub(crate) fn forget_tree(&mut self, dir: &Path) {
         self.per_dir.retain(|d, _| !d.starts_with(dir));
@@ -74,28 +81,44 @@ impl IgnoreRules {
     /// Whether `path` (absolute, inside the root) is ignored, assuming its
     /// parent directory is not.
     pub(crate) fn is_ignored(&self, path: &Path, is_dir: bool) -> bool {
+        let nearest_first = path
+            .ancestors()
+            .skip(1)
+            .take_while(|dir| dir.starts_with(&self.root))
+            .filter_map(|dir| self.per_dir.get(dir));
+        self.decide(path, is_dir, nearest_first)
+    }
+
+    /// Whether `path`, found in a directory whose own and ancestors'
+    /// `.gitignore` matchers are `chain`, is ignored. The walk uses this:
+    /// it carries each directory's chain instead of looking them up.
+    pub(crate) fn is_ignored_under(&self, path: &Path, is_dir: bool, chain: &DirChain) -> bool {
+        self.decide(path, is_dir, chain.nearest_first())
+    }
+
+    /// Git's decision for `path`, given the `.gitignore` matchers that
+    /// apply to it, nearest directory first.
+    fn decide<'a>(
+        &'a self,
+        path: &Path,
+        is_dir: bool,
+        nearest_first: impl Iterator<Item = &'a Gitignore>,
+    ) -> bool {
         if path == self.root {
             return false;
         }
         if path.file_name().is_some_and(|name| name == ".git") {
             return true;
         }
-        if self.configured.matched(path, is_dir).is_ignore() {
+        if !self.configured.is_empty() && self.configured.matched(path, is_dir).is_ignore() {
             return true;
         }
-        let mut dir = path.parent();
-        while let Some(current) = dir {
-            if let Some(matcher) = self.per_dir.get(current) {
-                match matcher.matched(path, is_dir) {
-                    Match::Ignore(_) => return true,
-                    Match::Whitelist(_) => return false,
-                    Match::None => {}
-                }
+        for matcher in nearest_first {
+            match matcher.matched(path, is_dir) {
+                Match::Ignore(_) => return true,
+                Match::Whitelist(_) => return false,
+                Match::None => {}
             }
-            if current == self.root {
-                break;
-            }
-            dir = current.parent();
         }
         match self.exclude.matched(path, is_dir) {
             Match::Ignore(_) => return true,
@@ -103,6 +126,33 @@ impl IgnoreRules {
             Match::None => {}
         }
         self.global.matched(path, is_dir).is_ignore()
+    }
+}
+
+/// The `.gitignore` matchers that apply inside one directory: its own, then
+/// its parent's, up to the root. Cheap to clone (shared links).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DirChain(Option<Arc<ChainLink>>);
+
+#[derive(Debug)]
+struct ChainLink {
+    matcher: Gitignore,
+    parent: DirChain,
+}
+
+impl DirChain {
+    /// The chain of a child directory whose own `.gitignore` compiled to
+    /// `matcher`.
+    pub(crate) fn with(&self, matcher: Gitignore) -> Self {
+        Self(Some(Arc::new(ChainLink {
+            matcher,
+            parent: self.clone(),
+        })))
+    }
+
+    fn nearest_first(&self) -> impl Iterator<Item = &Gitignore> {
+        std::iter::successors(self.0.as_deref(), |link| link.parent.0.as_deref())
+            .map(|link| &link.matcher)
     }
 }
 

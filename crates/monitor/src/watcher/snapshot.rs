@@ -32,6 +32,16 @@ impl Stamp {
         }
     }
 
+    /// A stamp from the raw fields of a `stat`.
+    pub(crate) fn from_parts(len: u64, mtime_ns: i64, ino: u64, is_dir: bool) -> Self {
+        Self {
+            len: if is_dir { 0 } else { len },
+            mtime_ns,
+            ino,
+            is_dir,
+        }
+    }
+
     pub(crate) fn is_dir(self) -> bool {
         self.is_dir
     }
