@@ -159,6 +159,33 @@ fn bump(repo: &Path) {
     git(repo, &["commit", "-q", "-am", "bump"]);
 }
 
+/// A started harness with one pipeline, `codegen`, that writes a fresh
+/// stamp on every run (so each run delivers a new commit).
+async fn codegen_harness() -> Harness {
+    let h = Harness::new(|config, _| {
+        config
+            .pipelines
+            .push(pipeline("codegen", "date +%N > stamp"));
+    })
+    .await;
+    h.start();
+    h
+}
+
+/// Bumps main and runs `codegen` once; asserts that it delivered.
+async fn deliver_codegen(h: &Harness) -> Job {
+    bump(&h.repo());
+    let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
+    assert_eq!(
+        job.state(),
+        JobState::Succeeded,
+        "{:?} {:?}",
+        job.skip_reason,
+        job.error
+    );
+    job
+}
+
 fn status(repo: &Path) -> (String, String, String) {
     (
         git(repo, &["status", "--porcelain"]),
@@ -497,26 +524,9 @@ async fn a_hand_edited_delivery_branch_is_left_alone() {
 /// job was skipped as `manuallyEdited`, and every one after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollbacks_in_a_row_are_not_mistaken_for_a_human_edit() {
-    let h = Harness::new(|config, _| {
-        config
-            .pipelines
-            .push(pipeline("codegen", "date +%N > stamp"));
-    })
-    .await;
-    h.start();
+    let h = codegen_harness().await;
     let repo = h.repo();
-    let deliver = || async {
-        bump(&repo);
-        let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
-        assert_eq!(
-            job.state(),
-            JobState::Succeeded,
-            "{:?} {:?}",
-            job.skip_reason,
-            job.error
-        );
-        job
-    };
+    let deliver = || deliver_codegen(&h);
     let tip = || git(&repo, &["rev-parse", "--verify", "-q", "orchex/codegen"]);
     let first = deliver().await;
     let second = deliver().await;
@@ -749,6 +759,52 @@ async fn a_rollback_refused_before_it_started_leaves_nothing_in_progress() {
     git(&repo, &["checkout", "-q", "main"]);
     let rolled = h.orchestrator.rollback(job.id).await.unwrap();
     assert_eq!(rolled.state(), JobState::RolledBack);
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+}
+
+/// A rollback cut short after it moved the branch back (its job's record
+/// failed, or the daemon died before the next start's recovery) leaves the
+/// job `succeeded` with its rollback `inProgress`. The next delivery took
+/// that job's commit for where orchex left the branch and was skipped as
+/// `manuallyEdited`; it now records the rollback as done and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_finishes_the_record_of_a_rollback_cut_short_after_its_swap() {
+    let h = codegen_harness().await;
+    let repo = h.repo();
+    let delivered = [deliver_codegen(&h).await, deliver_codegen(&h).await];
+    let (first, second) = (&delivered[0], &delivered[1]);
+    let first_commit = first.delivery.as_ref().unwrap().commit.clone().unwrap();
+    assert_eq!(
+        second.delivery.as_ref().unwrap().previous.as_deref(),
+        Some(first_commit.as_str())
+    );
+    // The cut-short rollback of `second`: intent recorded, branch swapped
+    // back, nothing recorded after.
+    h.store
+        .update_job(
+            second.id,
+            orchex_store::JobPatch::new().rollback(RollbackState::InProgress),
+        )
+        .await
+        .unwrap();
+    git(
+        &repo,
+        &["update-ref", "refs/heads/orchex/codegen", &first_commit],
+    );
+
+    let third = deliver_codegen(&h).await;
+    let record = third.delivery.unwrap();
+    assert_eq!(record.previous.as_deref(), Some(first_commit.as_str()));
+    assert_eq!(
+        git(&repo, &["rev-parse", "orchex/codegen"]),
+        record.commit.unwrap()
+    );
+    let second = h.store.get_job(second.id).await.unwrap().unwrap();
+    assert_eq!(second.state(), JobState::RolledBack);
+    assert_eq!(second.rollback, Some(RollbackState::RolledBack));
+    // Nothing is left for recovery to finish.
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert!(summary.finished_rollbacks.is_empty(), "{summary:?}");
     h.orchestrator.stop(Duration::from_secs(5)).await;
 }
 

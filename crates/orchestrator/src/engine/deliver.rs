@@ -24,6 +24,10 @@ struct LastDelivery {
     job: JobId,
     created_at: orchex_core::Timestamp,
     commit: Option<String>,
+    /// The branch value that delivery replaced.
+    previous: Option<String>,
+    /// Its rollback was started and not recorded as finished.
+    rollback_in_progress: bool,
 }
 
 /// Where a pipeline's branch was last left by orchex: its newest succeeded
@@ -65,6 +69,8 @@ async fn last_orchex_value(
                     job: earlier.id,
                     created_at: earlier.created_at,
                     commit: record.commit.clone(),
+                    previous: record.previous.clone(),
+                    rollback_in_progress: earlier.rollback == Some(RollbackState::InProgress),
                 }));
             }
         }
@@ -73,6 +79,32 @@ async fn last_orchex_value(
             None => return Ok(None),
         }
     }
+}
+
+/// Records the rollback of job `id` as done (see [`deliver_branch`]).
+async fn finish_cut_short_rollback(engine: &Engine, id: JobId) -> Result<(), String> {
+    let job = engine
+        .store
+        .transition(
+            id,
+            JobState::RolledBack,
+            JobPatch::new().rollback(RollbackState::RolledBack),
+        )
+        .await
+        .map_err(|e| format!("cannot record the rollback of job {id} that was cut short: {e}"))?;
+    tracing::warn!(job = %id, "recorded a rollback cut short after it had moved the branch back");
+    engine.events.publish(
+        orchex_core::Event::new(
+            orchex_core::EventKind::JobRolledBack,
+            format!(
+                "job {id} rolled back (its rollback had been cut short after moving the branch)"
+            ),
+        )
+        .with_repo(job.repo.clone())
+        .with_pipeline(job.pipeline.clone())
+        .with_job(job.id),
+    );
+    Ok(())
 }
 
 pub(super) async fn deliver_branch(
@@ -98,9 +130,27 @@ pub(super) async fn deliver_branch(
         .await
         .map_err(|error| Outcome::Failed { error })?
     };
-    let last = last_orchex_value(engine.store.as_ref(), job, &branch)
+    let tip_value = tip.map(|oid| oid.to_string());
+    let mut last = last_orchex_value(engine.store.as_ref(), job, &branch)
         .await
         .map_err(|error| Outcome::Failed { error })?;
+    // A rollback of the last delivery cut short after its compare-and-swap
+    // (its job's record failed, or the daemon died before recovery) left the
+    // branch at the value that delivery replaced while the job still reads
+    // `succeeded`. A branch rollback is that one swap, so the branch being
+    // there means it happened: record it as done, and the delivery below it
+    // is where orchex left the branch. (Counting the job as in place made
+    // every later delivery a `manuallyEdited` skip until the next start.)
+    while let Some(cut_short) = last.as_ref().filter(|last| {
+        last.rollback_in_progress && tip_value != last.commit && tip_value == last.previous
+    }) {
+        finish_cut_short_rollback(engine, cut_short.job)
+            .await
+            .map_err(|error| Outcome::Failed { error })?;
+        last = last_orchex_value(engine.store.as_ref(), job, &branch)
+            .await
+            .map_err(|error| Outcome::Failed { error })?;
+    }
     // Deliveries stack in creation order: a job whose newer sibling has
     // already delivered (they ran side by side, after a restart for
     // instance) holds an older result, and putting it on top would also
@@ -113,7 +163,7 @@ pub(super) async fn deliver_branch(
     let expected = last.and_then(|last| last.commit);
     // Human edits win: orchex only moves a branch that is where it left it,
     // or that was deleted (an operator's reset).
-    if tip.is_some() && tip.map(|oid| oid.to_string()) != expected {
+    if tip.is_some() && tip_value != expected {
         return Err(Outcome::Skipped(SkipReason::ManuallyEdited { branch }));
     }
     if request.cancel.is_cancelled() {
