@@ -483,13 +483,7 @@ async fn a_dry_run_leaves_the_repository_byte_for_byte_as_it_was() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edited_delivery_branch_is_left_alone() {
-    let h = Harness::new(|config, _| {
-        config
-            .pipelines
-            .push(pipeline("codegen", "date +%N > stamp"));
-    })
-    .await;
-    h.start();
+    let h = codegen_harness().await;
     let first = h.wait_final(h.run("codegen").await.remove(0).id).await;
     assert_eq!(first.state(), JobState::Succeeded);
     // A human commits on orchex/codegen.
@@ -695,13 +689,7 @@ async fn a_worktree_rollback_cut_short_is_finished_by_recovery() {
 /// turned into `superseded` by the loser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rollbacks_of_one_job_roll_it_back_once() {
-    let h = Harness::new(|config, _| {
-        config
-            .pipelines
-            .push(pipeline("codegen", "date +%N > stamp"));
-    })
-    .await;
-    h.start();
+    let h = codegen_harness().await;
     bump(&h.repo());
     let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
     assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.skip_reason);
@@ -732,13 +720,7 @@ async fn concurrent_rollbacks_of_one_job_roll_it_back_once() {
 /// rollback succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_refused_before_it_started_leaves_nothing_in_progress() {
-    let h = Harness::new(|config, _| {
-        config
-            .pipelines
-            .push(pipeline("codegen", "date +%N > stamp"));
-    })
-    .await;
-    h.start();
+    let h = codegen_harness().await;
     bump(&h.repo());
     let job = h.wait_final(h.run("codegen").await.remove(0).id).await;
     assert_eq!(job.state(), JobState::Succeeded, "{:?}", job.skip_reason);
