@@ -19,7 +19,10 @@
 //!   bookkeeping cost in isolation).
 //! - `scaling_*`: jobs sleeping 10 ms at K = 32 next to the same jobs at
 //!   K = 1 (sequential): the full path (step `["sleep", "0.01"]`),
-//!   `run_process("sleep 0.01")`, and the chain around `tokio::time::sleep`.
+//!   `run_process("sleep 0.01")` next to the same processes spawned with a
+//!   bare `tokio::process::Command` (the reference: how far processes
+//!   scale on the machine at all), and the chain around
+//!   `tokio::time::sleep`.
 //! - `e2e_10k_files`: one job (a one-line step, `deliver = "branch"`, forced)
 //!   on a 10 000-file repository, from `trigger` to its final event, next to
 //!   the same work scripted with the git CLI (`git worktree add --detach`,
@@ -685,6 +688,26 @@ enum StoreKind {
 struct AbRoot {
     disk: PathBuf,
     work: PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl AbRoot {
+    /// SQLite in a temporary directory on disk; the repository and the
+    /// workspaces in /dev/shm when there is one.
+    fn new() -> Self {
+        let disk = tempfile::tempdir().unwrap();
+        let shm = Path::new("/dev/shm");
+        let memory = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        Self {
+            disk: disk.path().to_path_buf(),
+            work: memory.path().to_path_buf(),
+            _dirs: (disk, memory),
+        }
+    }
 }
 
 /// An orchestrator for `config` on a fresh store of `kind` with its own
@@ -769,6 +792,7 @@ async fn engine_alone(
     config: &Config,
     triggers: &[Trigger],
     driver: Driver,
+    k: usize,
 ) -> Duration {
     let sink = Sink::new(false);
     let (store, orchestrator) = orchestrator_on(StoreKind::Memory, root, config, &sink).await;
@@ -786,7 +810,7 @@ async fn engine_alone(
             let orchestrator = &orchestrator;
             futures::stream::iter(jobs.iter())
                 .map(|job| orchestrator.run_engine_alone_for_benchmarks(job))
-                .buffer_unordered(K_OVERHEAD)
+                .buffer_unordered(k)
                 .collect()
                 .await
         }
@@ -798,7 +822,7 @@ async fn engine_alone(
                         async move { orchestrator.run_engine_alone_for_benchmarks(&job).await },
                     )
                 })
-                .buffer_unordered(K_OVERHEAD)
+                .buffer_unordered(k)
                 .map(Result::unwrap)
                 .collect()
                 .await
@@ -838,17 +862,7 @@ const SIDES: [&str; 4] = [
 /// figure is the median of the per-round ratios.
 fn overhead_ab() {
     let rt = runtime();
-    let disk = tempfile::tempdir().unwrap();
-    let shm = Path::new("/dev/shm");
-    let memory = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
-    let root = AbRoot {
-        disk: disk.path().to_path_buf(),
-        work: memory.path().to_path_buf(),
-    };
+    let root = AbRoot::new();
     eprintln!(
         "overhead_ab: SQLite in {}, repository and workspaces in {}",
         root.disk.display(),
@@ -864,6 +878,7 @@ fn overhead_ab() {
         &config,
         &triggers[..jobs.min(200)],
         Driver::Spawned,
+        K_OVERHEAD,
     ));
 
     // `ORCHEX_AB_ONLY=<side>` runs one side alone, for `perf`.
@@ -886,8 +901,8 @@ fn overhead_ab() {
             let elapsed = rt.block_on(async {
                 match side {
                     0 => full_path_on(StoreKind::Memory, &root, &config, &triggers).await,
-                    1 => engine_alone(&root, &config, &triggers, Driver::Inline).await,
-                    2 => engine_alone(&root, &config, &triggers, Driver::Spawned).await,
+                    1 => engine_alone(&root, &config, &triggers, Driver::Inline, K_OVERHEAD).await,
+                    2 => engine_alone(&root, &config, &triggers, Driver::Spawned, K_OVERHEAD).await,
                     _ => full_path_on(StoreKind::Sqlite, &root, &config, &triggers).await,
                 }
             });
@@ -968,21 +983,77 @@ fn scaling(c: &mut Criterion) {
     }
     group.finish();
 
-    let jobs = scaled(JOBS_SCALING_PROCESS);
-    let argv: Vec<String> = sleep.iter().map(|s| (*s).to_owned()).collect();
-    let mut group = c.benchmark_group("scaling_run_process");
+    // The full path next to its reference, the engine alone under a bare
+    // `buffer_unordered(K)`, both on the memory store with the repository
+    // and the workspaces in /dev/shm (as `overhead_ab`): how far the jobs'
+    // own work (checkout, step, diff, removal) lets them scale here.
+    let shm_root = AbRoot::new();
+    let shm_repo = tiny_repo(&shm_root.work);
+    let jobs = scaled(JOBS_SCALING_FULL);
+    let mut group = c.benchmark_group("scaling_full_path_shm");
     heavy(&mut group);
     group.throughput(Throughput::Elements(jobs as u64));
     for k in [K_SCALING, 1] {
-        group.bench_function(format!("run_process_{jobs}_sleep_10ms_k{k}"), |b| {
+        let (config, triggers) = fleet(&shm_repo, jobs, k, &sleep);
+        group.bench_function(format!("orchex_memory_{jobs}_jobs_sleep_10ms_k{k}"), |b| {
             b.iter_custom(|iters| {
-                timed(&rt, iters, || async {
-                    unordered((0..jobs).map(|_| spawn_orchex(&argv, &root)), k).await;
-                })
+                (0..iters)
+                    .map(|_| {
+                        rt.block_on(full_path_on(
+                            StoreKind::Memory,
+                            &shm_root,
+                            &config,
+                            &triggers,
+                        ))
+                    })
+                    .sum()
+            });
+        });
+        group.bench_function(format!("engine_alone_{jobs}_jobs_sleep_10ms_k{k}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        rt.block_on(engine_alone(
+                            &shm_root,
+                            &config,
+                            &triggers,
+                            Driver::Inline,
+                            k,
+                        ))
+                    })
+                    .sum()
             });
         });
     }
     group.finish();
+
+    let jobs = scaled(JOBS_SCALING_PROCESS);
+    let argv: Vec<String> = sleep.iter().map(|s| (*s).to_owned()).collect();
+    // Next to the reference: what the same processes scale to when a user
+    // spawns them with `tokio::process` under a bare `buffer_unordered`.
+    for (name, bare) in [
+        ("scaling_run_process", false),
+        ("scaling_bare_process", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        heavy(&mut group);
+        group.throughput(Throughput::Elements(jobs as u64));
+        let side = if bare { "tokio_process" } else { "run_process" };
+        for k in [K_SCALING, 1] {
+            group.bench_function(format!("{side}_{jobs}_sleep_10ms_k{k}"), |b| {
+                b.iter_custom(|iters| {
+                    timed(&rt, iters, || async {
+                        if bare {
+                            unordered((0..jobs).map(|_| spawn_bare(&sleep, &root)), k).await;
+                        } else {
+                            unordered((0..jobs).map(|_| spawn_orchex(&argv, &root)), k).await;
+                        }
+                    })
+                });
+            });
+        }
+        group.finish();
+    }
 
     let jobs = scaled(JOBS_SCALING_CHAIN);
     let mut group = c.benchmark_group("scaling_chain");
@@ -1482,7 +1553,12 @@ fn main() {
     if wanted("storage_excluded") || wanted("safety_chain_noop") {
         storage_excluded(&mut criterion);
     }
-    if wanted("scaling_full_path") || wanted("scaling_run_process") || wanted("scaling_chain") {
+    if wanted("scaling_full_path")
+        || wanted("scaling_full_path_shm")
+        || wanted("scaling_run_process")
+        || wanted("scaling_bare_process")
+        || wanted("scaling_chain")
+    {
         scaling(&mut criterion);
     }
     if wanted("emergency_stop_32") {
