@@ -362,6 +362,42 @@ fn the_auth_matrix_holds_through_the_cli() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_storage_is_refused_and_the_first_keeps_its_work() {
+    let (dir, daemon) = setup();
+    let pid_file = dir.path().join("pids");
+    let queued = run_json(&daemon, &["run", "api", "--pipeline", "slow"]);
+    let id = first_job_id(&queued);
+    let step_pids = wait_pids(&pid_file, 2);
+
+    // Same config file, so the same storage.path; another port, so only the
+    // storage can make it refuse.
+    let mut second = Daemon::spawn_existing(dir.path(), orchex_e2e::free_port());
+    let status = second.wait_exit(60);
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("storage.path"), "{log}");
+    assert!(log.contains(&format!("pid {}", daemon.pid())), "{log}");
+    assert!(
+        !log.contains("recovered from an unclean stop"),
+        "the refused daemon ran recovery: {log}"
+    );
+
+    // The first daemon's job was neither killed nor re-queued.
+    assert!(
+        step_pids.iter().all(|pid| process_alive(*pid)),
+        "the running job's processes were killed"
+    );
+    let (_, job) = daemon.get(&format!("/api/jobs/{id}"), Some(READER));
+    assert_eq!(job["state"], "running", "{job}");
+    assert_eq!(daemon.get("/api/health", None).0, 200);
+
+    let output = run(daemon.ctl().args(["cancel", &id]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(daemon.wait_final(&id)["state"], "cancelled");
+    wait_dead(&step_pids);
+}
+
+#[test]
 fn kill_9_mid_job_then_a_restart_requeues_it_and_loses_nothing() {
     let (dir, mut daemon) = setup();
     let repo = dir.path().join("api");

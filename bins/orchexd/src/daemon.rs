@@ -25,6 +25,7 @@ use orchex_telemetry::{
 use tokio::task::JoinHandle;
 
 use crate::demo;
+use crate::instance::InstanceLock;
 
 /// How long running jobs may take to finish after SIGTERM before they are
 /// cancelled (the systemd unit's `TimeoutStopSec` allows for it).
@@ -90,6 +91,8 @@ pub(crate) struct Daemon {
     server_stop: tokio::sync::oneshot::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
     _file_watch: Option<orchex_config::FileWatchGuard>,
+    // Dropped last, after the store is closed (see `shutdown`).
+    _instance: InstanceLock,
 }
 
 impl Daemon {
@@ -102,6 +105,10 @@ impl Daemon {
     ) -> anyhow::Result<Self> {
         // --- storage ---
         create_private_dir(&config.storage.path)?;
+        // Before anything else touches the directory: recovery must never
+        // run against a live daemon's work.
+        let instance = InstanceLock::acquire(&config.storage.path)?;
+        tracing::info!(lock = %instance.path().display(), "storage directory claimed");
         if let Some(repo) = &demo_repo {
             let storage = config.storage.path.clone();
             let repo = repo.clone();
@@ -246,6 +253,7 @@ impl Daemon {
             server_stop,
             tasks,
             _file_watch: file_watch,
+            _instance: instance,
         };
         if demo_repo.is_some() {
             daemon.start_demo(address).await;

@@ -25,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod daemon;
 mod demo;
+mod instance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

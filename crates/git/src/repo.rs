@@ -7,7 +7,7 @@
 //! jobs; the writing operations live in `commit.rs`, `refs.rs` and
 //! `checkout.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gix::refs::TargetRef;
 use gix::revision::walk::Sorting;
@@ -93,6 +93,15 @@ impl GitRepo {
     /// `HEAD`, `refs/`, `packed-refs` and `index.lock` in it.
     pub fn git_dir(&self) -> &Path {
         self.inner.git_dir()
+    }
+
+    /// The directory shared by every worktree of the repository: the main
+    /// `.git` for a linked worktree (whose own git directory is
+    /// `.git/worktrees/<name>`), otherwise [`GitRepo::git_dir`]. Branches,
+    /// remote-tracking refs, `packed-refs` and `info/exclude` live here;
+    /// `HEAD` and the index live in the git directory.
+    pub fn common_dir(&self) -> PathBuf {
+        self.local().common_dir().to_path_buf()
     }
 
     /// A thread-local view for one operation.

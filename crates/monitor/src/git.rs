@@ -33,6 +33,7 @@ pub(crate) struct GitHandle {
     repo: orchex_git::GitRepo,
     workdir: PathBuf,
     git_dir: PathBuf,
+    common_dir: PathBuf,
 }
 
 impl GitHandle {
@@ -44,10 +45,12 @@ impl GitHandle {
             .map(Path::to_path_buf)
             .ok_or_else(|| format!("{} is a bare repository", path.display()))?;
         let git_dir = repo.git_dir().to_path_buf();
+        let common_dir = repo.common_dir();
         Ok(Self {
             repo,
             workdir,
             git_dir,
+            common_dir,
         })
     }
 
@@ -56,9 +59,16 @@ impl GitHandle {
         &self.workdir
     }
 
-    /// The `.git` directory.
+    /// The `.git` directory (`.git/worktrees/<name>` for a linked
+    /// worktree).
     pub(crate) fn git_dir(&self) -> &Path {
         &self.git_dir
+    }
+
+    /// The directory every worktree shares (refs, `info/exclude`); the
+    /// git directory itself unless this is a linked worktree.
+    pub(crate) fn common_dir(&self) -> &Path {
+        &self.common_dir
     }
 
     pub(crate) fn head(&self) -> Result<HeadState, BoxError> {

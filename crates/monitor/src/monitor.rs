@@ -383,6 +383,7 @@ impl Monitor {
                 setup_id.clone(),
                 git.workdir(),
                 git.git_dir(),
+                git.common_dir(),
                 watch_options,
                 RawSink(raw_tx),
             )

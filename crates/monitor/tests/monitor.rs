@@ -141,6 +141,16 @@ async fn next_event(events: &mut EventStream, pred: impl Fn(&Event) -> bool) -> 
     .expect("an event within the patience window")
 }
 
+/// The repository's watched directories.
+async fn watched_set(monitor: &Monitor, id: &RepoId) -> BTreeSet<PathBuf> {
+    monitor
+        .watched_dirs(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 fn write(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
     if let Some(parent) = path.parent() {
@@ -178,12 +188,7 @@ mod watcher {
             .unwrap();
         assert_eq!(status.state, WatcherState::Watching);
 
-        let watched: BTreeSet<PathBuf> = monitor
-            .watched_dirs(&id)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+        let watched = watched_set(&monitor, &id).await;
         let expected: BTreeSet<PathBuf> = ["", "src", "src/deep", "sub"]
             .iter()
             .map(|rel| {
@@ -599,6 +604,54 @@ mod git_triggers {
             .expect("push trigger");
         assert_eq!(push.commit.as_deref(), Some(second.as_str()));
         assert_eq!(push.previous_commit.as_deref(), Some(first.as_str()));
+        monitor.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_linked_worktree_takes_the_shared_exclude_and_its_commits_trigger() {
+        let (_dir, root) = repo_with_commit();
+        // git reads info/exclude from the common directory, not from
+        // .git/worktrees/<name>.
+        write(&root, ".git/info/exclude", "venv/\n");
+        let parent = tempfile::tempdir().unwrap();
+        let wt = std::fs::canonicalize(parent.path()).unwrap().join("wt");
+        git(
+            &root,
+            &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
+        );
+        std::fs::create_dir_all(wt.join("venv/lib")).unwrap();
+        std::fs::create_dir_all(wt.join("src")).unwrap();
+        let untracked = git(&wt, &["status", "--porcelain", "--untracked-files=all"]);
+        assert!(!untracked.contains("venv"), "git itself: {untracked}");
+
+        let (monitor, mut triggers) = monitor(&config(50, 10_000, 1));
+        let id = RepoId::new("wt").unwrap();
+        monitor.add_repository(repository("wt", &wt)).await.unwrap();
+        let watched = watched_set(&monitor, &id).await;
+        assert_eq!(watched, BTreeSet::from([wt.clone(), wt.join("src")]));
+
+        // The branch ref a commit moves lives in the main .git.
+        let first = git(&wt, &["rev-parse", "HEAD"]);
+        write(&wt, "venv/lib/x.py", "x");
+        write(&wt, "file.txt", "1");
+        git(&wt, &["add", "file.txt"]);
+        git(&wt, &["commit", "-q", "-m", "second"]);
+        let second = git(&wt, &["rev-parse", "HEAD"]);
+        write(&wt, "sentinel.txt", "end");
+        let seen = until_file(&mut triggers, "sentinel.txt").await;
+        let commits: Vec<&Trigger> = seen
+            .iter()
+            .filter(|t| t.kind == TriggerKind::Commit)
+            .collect();
+        assert_eq!(commits.len(), 1, "{seen:#?}");
+        assert_eq!(commits[0].commit.as_deref(), Some(second.as_str()));
+        assert_eq!(commits[0].previous_commit.as_deref(), Some(first.as_str()));
+        assert!(
+            seen.iter()
+                .flat_map(|t| t.paths.iter())
+                .all(|path| !path.starts_with("venv")),
+            "{seen:#?}"
+        );
         monitor.shutdown().await;
     }
 

@@ -21,6 +21,31 @@ fn open_a_working_tree_or_its_git_dir() {
 }
 
 #[test]
+fn a_linked_worktree_has_its_own_git_dir_and_shares_the_common_one() {
+    let fx = Fixture::new();
+    fx.commit_file("a.txt", "a\n", "first", DATE);
+    let main = GitRepo::open(&fx.repo).unwrap();
+    assert_eq!(main.common_dir(), main.git_dir());
+
+    let wt = fx.path("wt");
+    git(
+        &fx.repo,
+        &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
+    );
+    let linked = GitRepo::open(&wt).unwrap();
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).unwrap();
+    assert_eq!(
+        canonical(linked.git_dir()),
+        canonical(&fx.repo.join(".git/worktrees/wt"))
+    );
+    assert_eq!(
+        canonical(&linked.common_dir()),
+        canonical(&fx.repo.join(".git"))
+    );
+    assert_eq!(linked.head().unwrap().branch.as_deref(), Some("side"));
+}
+
+#[test]
 fn open_a_bare_repository_has_no_workdir() {
     let fx = Fixture::new();
     let bare = fx.path("bare.git");

@@ -155,7 +155,7 @@ pub(crate) fn analyse(input: &AnalysisInput) -> Result<AnalysisReport, AnalysisE
     let started = Instant::now();
     let computed_at = jiff::Timestamp::now();
     let (rules, _) =
-        crate::watcher::rules::IgnoreRules::new(&input.root, input.git.git_dir(), &input.globs);
+        crate::watcher::rules::IgnoreRules::new(&input.root, input.git.common_dir(), &input.globs);
     let tree = measure_tree(&input.root, rules.configured(), input.threads);
 
     let history = match &input.commit {

@@ -117,6 +117,9 @@ struct Scan {
     /// Each directory with a `.gitignore`, and its compiled rules.
     gitignores: Vec<(PathBuf, Gitignore)>,
     errors: Vec<String>,
+    /// Directories that exist but could not be listed (their errors are
+    /// in `errors`): what is below them is unknown, not gone.
+    failed: Vec<PathBuf>,
 }
 
 impl Scan {
@@ -127,6 +130,7 @@ impl Scan {
         self.entries.append(&mut entries);
         self.gitignores.extend(other.gitignores);
         self.errors.extend(other.errors);
+        self.failed.extend(other.failed);
     }
 }
 
@@ -135,6 +139,10 @@ pub(crate) struct RepoFs {
     repo: RepoId,
     root: PathBuf,
     git_dir: PathBuf,
+    /// Where the branches, remote-tracking refs, `packed-refs` and
+    /// `info/exclude` are: `git_dir` itself, or for a linked worktree the
+    /// main `.git`.
+    common_dir: PathBuf,
     options: WatchOptions,
     rules: IgnoreRules,
     rules_dirty: bool,
@@ -149,6 +157,10 @@ pub(crate) struct RepoFs {
     backend: Backend,
     mode: Mode,
     sink: RawSink,
+    /// Runs between a rescan's walk and its watch installation, so tests
+    /// can change the tree exactly there.
+    #[cfg(test)]
+    after_rescan_walk: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl std::fmt::Debug for RepoFs {
@@ -184,6 +196,7 @@ impl RepoFs {
         repo: RepoId,
         root: &Path,
         git_dir: &Path,
+        common_dir: &Path,
         options: WatchOptions,
         sink: RawSink,
     ) -> Result<(Self, Vec<String>), StartError> {
@@ -195,7 +208,11 @@ impl RepoFs {
             path: git_dir.to_path_buf(),
             source,
         })?;
-        let (rules, mut warnings) = IgnoreRules::new(&root, &git_dir, &options.globs);
+        let common_dir = fs::canonicalize(common_dir).map_err(|source| StartError::Unreadable {
+            path: common_dir.to_path_buf(),
+            source,
+        })?;
+        let (rules, mut warnings) = IgnoreRules::new(&root, &common_dir, &options.globs);
 
         let mut native_failure = None;
         let backend = if options.force_polling {
@@ -225,6 +242,7 @@ impl RepoFs {
             repo,
             root,
             git_dir,
+            common_dir,
             options,
             rules,
             rules_dirty: false,
@@ -235,6 +253,8 @@ impl RepoFs {
             backend,
             mode,
             sink,
+            #[cfg(test)]
+            after_rescan_walk: None,
         };
         if let Some(reason) = native_failure {
             warnings.push(reason);
@@ -310,7 +330,7 @@ impl RepoFs {
         warnings.extend(scan.errors.iter().cloned());
         this.absorb_scan(scan);
 
-        let git_dirs = git_watch_dirs(&this.git_dir);
+        let git_dirs = git_watch_dirs(&this.git_dir, &this.common_dir);
         let needed = this.walked_dirs.len() + git_dirs.len();
         for dir in git_dirs {
             if !limit_hit.load(Ordering::Relaxed) {
@@ -366,7 +386,7 @@ impl RepoFs {
             return outcome;
         }
         self.options.globs = globs;
-        let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
+        let (rules, problems) = IgnoreRules::new(&self.root, &self.common_dir, &self.options.globs);
         self.rules = rules;
         outcome.warnings.extend(problems);
         self.rescan_into(&mut outcome);
@@ -468,7 +488,7 @@ impl RepoFs {
     }
 
     fn on_path(&mut self, path: &Path, hint_is_dir: Option<bool>, outcome: &mut Outcome) {
-        if path.starts_with(&self.git_dir) {
+        if path.starts_with(&self.git_dir) || path.starts_with(&self.common_dir) {
             self.on_git_path(path, outcome);
             return;
         }
@@ -484,16 +504,20 @@ impl RepoFs {
                     || self.snapshot.get(&rel).is_some_and(Stamp::is_dir)
             }
         };
-        if self.rules.is_ignored(path, is_dir) {
-            return;
-        }
-        if path.file_name().is_some_and(|name| name == ".gitignore") {
-            if let Some(parent) = path.parent()
-                && let Some(problem) = self.rules.load_dir(parent)
-            {
+        // Before the ignore check: git reads a watched directory's
+        // `.gitignore` even when the file matches a rule itself (a cache
+        // directory's `*`, say).
+        if path.file_name().is_some_and(|name| name == ".gitignore")
+            && let Some(parent) = path.parent()
+            && self.dirs.contains(parent)
+        {
+            if let Some(problem) = self.rules.load_dir(parent) {
                 outcome.warnings.push(problem);
             }
             self.rules_dirty = true;
+        }
+        if self.rules.is_ignored(path, is_dir) {
+            return;
         }
         match metadata {
             Some(metadata) if metadata.is_dir() => {
@@ -519,7 +543,12 @@ impl RepoFs {
     }
 
     fn on_git_path(&mut self, path: &Path, outcome: &mut Outcome) {
-        let Ok(rel) = path.strip_prefix(&self.git_dir) else {
+        // A linked worktree's git directory is inside the common one: its
+        // own `HEAD` and index lock come first.
+        let Ok(rel) = path
+            .strip_prefix(&self.git_dir)
+            .or_else(|_| path.strip_prefix(&self.common_dir))
+        else {
             return;
         };
         let rel = rel.to_string_lossy();
@@ -604,36 +633,47 @@ impl RepoFs {
                 continue;
             }
             self.dirs.insert(current.clone());
-            let Ok(read) = fs::read_dir(&current) else {
-                continue;
-            };
-            let entries: Vec<fs::DirEntry> = read.filter_map(Result::ok).collect();
-            if entries
-                .iter()
-                .any(|entry| entry.file_name() == ".gitignore")
-                && let Some(problem) = self.rules.load_dir(&current)
-            {
-                outcome.warnings.push(problem);
-            }
-            for entry in entries {
-                let path = entry.path();
-                let Ok(metadata) = entry.metadata() else {
-                    continue;
-                };
-                let is_dir = metadata.is_dir();
-                if self.rules.is_ignored(&path, is_dir) {
-                    continue;
-                }
-                let Some(rel) = self.rel(&path) else {
-                    continue;
-                };
+            for (path, rel, metadata) in self.list_visible(&current, outcome) {
                 self.snapshot.insert(rel.clone(), Stamp::of(&metadata));
                 outcome.changed.insert(rel);
-                if is_dir && !self.dirs.contains(&path) {
+                if metadata.is_dir() && !self.dirs.contains(&path) {
                     stack.push(path);
                 }
             }
         }
+    }
+
+    /// Lists `dir` (reading its `.gitignore` first, when it has one) and
+    /// returns the entries that are not ignored: path, relative path and
+    /// metadata (of a link itself, not of its target).
+    fn list_visible(
+        &mut self,
+        dir: &Path,
+        outcome: &mut Outcome,
+    ) -> Vec<(PathBuf, String, fs::Metadata)> {
+        let Ok(read) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let entries: Vec<fs::DirEntry> = read.filter_map(Result::ok).collect();
+        if entries
+            .iter()
+            .any(|entry| entry.file_name() == ".gitignore")
+            && let Some(problem) = self.rules.load_dir(dir)
+        {
+            outcome.warnings.push(problem);
+        }
+        entries
+            .into_iter()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let metadata = entry.metadata().ok()?;
+                if self.rules.is_ignored(&path, metadata.is_dir()) {
+                    return None;
+                }
+                let rel = self.rel(&path)?;
+                Some((path, rel, metadata))
+            })
+            .collect()
     }
 
     /// Forgets the removed directory `dir` and everything below it; every
@@ -657,30 +697,64 @@ impl RepoFs {
 
     fn rescan_into(&mut self, outcome: &mut Outcome) {
         self.settle_walked_dirs();
-        let (rules, problems) = IgnoreRules::new(&self.root, &self.git_dir, &self.options.globs);
-        self.rules = rules;
+        let (rules, problems) = IgnoreRules::new(&self.root, &self.common_dir, &self.options.globs);
+        let previous_rules = std::mem::replace(&mut self.rules, rules);
         outcome.warnings.extend(problems);
         if !self.root.is_dir() {
             return;
         }
         let scan = self.walk(None, true);
+        #[cfg(test)]
+        if let Some(hook) = self.after_rescan_walk.as_mut() {
+            hook();
+        }
+        self.apply_rescan(scan, &previous_rules, outcome);
+    }
+
+    /// Brings the watches, the rules and the snapshot in line with a fresh
+    /// walk, reporting what differs.
+    fn apply_rescan(&mut self, scan: Scan, previous_rules: &IgnoreRules, outcome: &mut Outcome) {
         outcome.warnings.extend(scan.errors.iter().cloned());
+        // What is below a directory that could not be listed is unknown:
+        // it keeps its watches, rules and snapshot entries.
+        let unlisted = |path: &Path| scan.failed.iter().any(|dir| path.starts_with(dir));
         let fresh: BTreeSet<PathBuf> = scan.dirs.iter().cloned().collect();
-        let stale: Vec<PathBuf> = self.dirs.difference(&fresh).cloned().collect();
+        let stale: Vec<PathBuf> = self
+            .dirs
+            .difference(&fresh)
+            .filter(|dir| !unlisted(dir))
+            .cloned()
+            .collect();
         for dir in stale {
             let _ = self.backend.unwatch(&dir);
             self.dirs.remove(&dir);
         }
+        // Parents first (the set's order), so a catch-up below never meets
+        // a directory whose parent is still unwatched.
         let new: Vec<PathBuf> = fresh.difference(&self.dirs).cloned().collect();
+        let mut caught_up = Vec::new();
         for dir in new {
             if self.install_watch(&dir, outcome) {
-                self.dirs.insert(dir);
+                self.dirs.insert(dir.clone());
+                caught_up.push(dir);
             }
         }
         for (dir, matcher) in scan.gitignores {
             self.rules.insert_dir(dir, matcher);
         }
-        let snapshot = Snapshot::from_map(scan.entries);
+        let mut entries = scan.entries;
+        for dir in &scan.failed {
+            self.rules.keep_tree_from(previous_rules, dir);
+            if let Some(rel) = self
+                .rel(dir)
+                .or_else(|| (dir == &self.root).then(String::new))
+            {
+                for (path, stamp) in self.snapshot.below(&rel) {
+                    entries.entry(path.clone()).or_insert(stamp);
+                }
+            }
+        }
+        let snapshot = Snapshot::from_map(entries);
         // A path that left the snapshot but is still on disk became ignored
         // (new globs or .gitignore): that is not a change.
         let root = &self.root;
@@ -690,7 +764,12 @@ impl RepoFs {
                 snapshot.get(rel).is_some() || fs::symlink_metadata(root.join(rel)).is_err()
             }));
         self.snapshot = snapshot;
-        for dir in git_watch_dirs(&self.git_dir) {
+        // A directory the walk listed before its watch existed may have
+        // gained entries in between; its watch sees everything after.
+        for dir in caught_up {
+            self.catch_up(&dir, outcome);
+        }
+        for dir in git_watch_dirs(&self.git_dir, &self.common_dir) {
             if !self.git_dirs.contains(&dir) {
                 self.watch_git_dir(dir, outcome);
             }
@@ -699,6 +778,22 @@ impl RepoFs {
         // Events about refs and the index lock may have been lost too.
         outcome.refs_touched = true;
         outcome.index_lock_touched = true;
+    }
+
+    /// Lists the newly watched directory `dir` again and reports what its
+    /// listing in the walk missed; a subdirectory that appeared meanwhile
+    /// is added with everything in it.
+    fn catch_up(&mut self, dir: &Path, outcome: &mut Outcome) {
+        for (path, rel, metadata) in self.list_visible(dir, outcome) {
+            let stamp = Stamp::of(&metadata);
+            if self.snapshot.get(&rel) != Some(stamp) {
+                self.snapshot.insert(rel.clone(), stamp);
+                outcome.changed.insert(rel);
+            }
+            if metadata.is_dir() && !self.dirs.contains(&path) {
+                self.add_tree(&path, outcome);
+            }
+        }
     }
 
     /// Takes the result of the initial walk (watches already installed).
@@ -883,9 +978,13 @@ fn describe_backend_failure(error: &notify::Error) -> String {
 
 /// The directories of the git directory that are watched: the directory
 /// itself, `refs/`, and everything under `refs/heads` and `refs/remotes`.
-fn git_watch_dirs(git_dir: &Path) -> Vec<PathBuf> {
+fn git_watch_dirs(git_dir: &Path, common_dir: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![git_dir.to_path_buf()];
-    let refs = git_dir.join("refs");
+    if common_dir != git_dir {
+        // A linked worktree: its branches and `packed-refs` are shared.
+        dirs.push(common_dir.to_path_buf());
+    }
+    let refs = common_dir.join("refs");
     if refs.is_dir() {
         dirs.push(refs.clone());
         for sub in ["heads", "remotes"] {
@@ -979,14 +1078,14 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn rescan_finds_changes_whose_events_were_lost() {
-        let dir = tree();
-        let root = fs::canonicalize(dir.path()).unwrap();
+    /// A watcher on `root` with its snapshot taken, whose events all go
+    /// nowhere (as after a kernel queue overflow).
+    fn started(root: &Path) -> RepoFs {
         let (sink, rx) = sink();
         let (mut fs_watch, warnings) = RepoFs::start(
             RepoId::new("t").unwrap(),
-            &root,
+            root,
+            &root.join(".git"),
             &root.join(".git"),
             options(),
             sink,
@@ -994,8 +1093,16 @@ mod tests {
         .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         fs_watch.build_snapshot();
-        // The kernel queue "overflows": every event is dropped.
+        // Every event is lost from here on, as after a queue overflow.
         drop(rx);
+        fs_watch
+    }
+
+    #[test]
+    fn rescan_finds_changes_whose_events_were_lost() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let mut fs_watch = started(&root);
         fs::write(root.join("src/a.rs"), "fn main() { changed(); }\n").unwrap();
         fs::remove_file(root.join("src/inner/b.rs")).unwrap();
         fs::create_dir(root.join("new")).unwrap();
@@ -1012,6 +1119,81 @@ mod tests {
     }
 
     #[test]
+    fn a_rescan_reports_what_appears_in_a_new_directory_before_its_watch() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let mut fs_watch = started(&root);
+        fs::create_dir(root.join("new")).unwrap();
+        // The walk lists `new` empty; `new/sub/f` appears before `new` is
+        // watched, so no event will ever tell of it.
+        let late = root.clone();
+        fs_watch.after_rescan_walk = Some(Box::new(move || {
+            fs::create_dir(late.join("new/sub")).unwrap();
+            fs::write(late.join("new/sub/f"), "late").unwrap();
+        }));
+        let outcome = fs_watch.rescan();
+        fs_watch.after_rescan_walk = None;
+        let changed: Vec<&str> = outcome.changed.iter().map(String::as_str).collect();
+        assert_eq!(changed, ["new", "new/sub", "new/sub/f"]);
+        assert!(fs_watch.watched_dirs().any(|d| d == root.join("new/sub")));
+        assert!(fs_watch.rescan().changed.is_empty());
+    }
+
+    #[test]
+    fn a_gitignore_that_ignores_itself_is_still_read_when_it_changes() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        // What pytest, ruff and mypy write into their caches.
+        fs::create_dir(root.join("cache")).unwrap();
+        fs::write(root.join("cache/.gitignore"), "*\n").unwrap();
+        fs::write(root.join("cache/a"), "x").unwrap();
+        let mut fs_watch = started(&root);
+        assert!(fs_watch.snapshot.get("cache/a").is_none());
+        fs::remove_file(root.join("cache/.gitignore")).unwrap();
+        let removed = notify::Event::new(EventKind::Remove(RemoveKind::File))
+            .add_path(root.join("cache/.gitignore"));
+        let outcome = fs_watch.process(vec![Ok(removed)]);
+        assert!(outcome.changed.contains("cache/a"), "{outcome:?}");
+        assert!(fs_watch.snapshot.get("cache/a").is_some());
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_listed_keeps_its_watches_rules_and_snapshot() {
+        let dir = tree();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::write(root.join("src/.gitignore"), "*.tmp\n").unwrap();
+        fs::write(root.join("src/x.tmp"), "ignored").unwrap();
+        let mut fs_watch = started(&root);
+        let before: BTreeSet<PathBuf> = fs_watch.watched_dirs().map(Path::to_path_buf).collect();
+        assert!(before.contains(&root.join("src/inner")));
+        // A rescan whose listing of `src` failed (EMFILE, EIO, ...): the
+        // walk found `src` but nothing below it. Running as root, a mode
+        // change cannot make the listing fail, so the scan is edited.
+        let mut scan = fs_watch.walk(None, true);
+        let src = root.join("src");
+        scan.dirs.retain(|d| d == &src || !d.starts_with(&src));
+        scan.entries.retain(|rel, _| !rel.starts_with("src/"));
+        scan.gitignores.retain(|(d, _)| !d.starts_with(&src));
+        scan.errors
+            .push(format!("{}: Too many open files", src.display()));
+        scan.failed.push(src.clone());
+        let previous = fs_watch.rules.clone();
+        let mut outcome = Outcome::default();
+        fs_watch.apply_rescan(scan, &previous, &mut outcome);
+        assert!(outcome.changed.is_empty(), "{:?}", outcome.changed);
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("Too many open files"))
+        );
+        let after: BTreeSet<PathBuf> = fs_watch.watched_dirs().map(Path::to_path_buf).collect();
+        assert_eq!(after, before);
+        assert!(fs_watch.snapshot.get("src/inner/b.rs").is_some());
+        assert!(fs_watch.rules.is_ignored(&root.join("src/x.tmp"), false));
+    }
+
+    #[test]
     fn watch_budget_falls_back_to_polling_with_a_reason() {
         let dir = tree();
         let root = fs::canonicalize(dir.path()).unwrap();
@@ -1021,6 +1203,7 @@ mod tests {
         let (fs_watch, warnings) = RepoFs::start(
             RepoId::new("t").unwrap(),
             &root,
+            &root.join(".git"),
             &root.join(".git"),
             opts,
             sink,
@@ -1043,6 +1226,7 @@ mod tests {
         let (fs_watch, _) = RepoFs::start(
             RepoId::new("t").unwrap(),
             &root,
+            &root.join(".git"),
             &root.join(".git"),
             options(),
             sink,

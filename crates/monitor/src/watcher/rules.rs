@@ -27,13 +27,19 @@ pub(crate) struct IgnoreRules {
 }
 
 impl IgnoreRules {
-    /// Rules for the working tree `root` with git directory `git_dir` and
-    /// the configured gitignore-style `globs`. Returns the problems found
-    /// (a bad glob is skipped, not fatal).
-    pub(crate) fn new(root: &Path, git_dir: &Path, globs: &[String]) -> (Self, Vec<String>) {
+    /// Rules for the working tree `root` and the configured gitignore-style
+    /// `globs`. `common_dir` is the repository's common directory, where git
+    /// reads `info/exclude` (for a linked worktree the main `.git`, not
+    /// `.git/worktrees/<name>`). Returns the problems found (a bad glob is
+    /// skipped, not fatal).
+    pub(crate) fn new(root: &Path, common_dir: &Path, globs: &[String]) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
         let configured = compile_lines(root, globs, &mut problems);
-        let exclude = compile_file(root, &git_dir.join("info").join("exclude"), &mut problems);
+        let exclude = compile_file(
+            root,
+            &common_dir.join("info").join("exclude"),
+            &mut problems,
+        );
         let global = match ignore::gitignore::gitconfig_excludes_path() {
             Some(path) => compile_file(root, &path, &mut problems),
             None => Gitignore::empty(),
@@ -57,13 +63,12 @@ impl IgnoreRules {
 
     /// (Re)reads `dir/.gitignore`; forgets it when the file is gone.
     pub(crate) fn load_dir(&mut self, dir: &Path) -> Option<String> {
-        let file = dir.join(".gitignore");
-        if !file.is_file() {
+        if std::fs::symlink_metadata(dir.join(".gitignore")).is_err() {
             self.per_dir.remove(dir);
             return None;
         }
         let mut problems = Vec::new();
-        let matcher = compile_file(dir, &file, &mut problems);
+        let matcher = compile_gitignore(dir, &mut problems);
         self.per_dir.insert(dir.to_path_buf(), matcher);
         problems.into_iter().next()
     }
@@ -71,6 +76,18 @@ impl IgnoreRules {
     /// Takes `dir/.gitignore` as the walk compiled it.
     pub(crate) fn insert_dir(&mut self, dir: PathBuf, matcher: Gitignore) {
         self.per_dir.insert(dir, matcher);
+    }
+
+    /// Takes `old`'s `.gitignore` matchers at and below `dir`: a directory
+    /// that could not be listed keeps the rules it had.
+    pub(crate) fn keep_tree_from(&mut self, old: &IgnoreRules, dir: &Path) {
+        for (path, matcher) in &old.per_dir {
+            if path.starts_with(dir) {
+                self.per_dir
+                    .entry(path.clone())
+                    .or_insert_with(|| matcher.clone());
+            }
+        }
     }
 
     /// Forgets every `.gitignore` at or below `dir`.
@@ -156,15 +173,53 @@ impl DirChain {
     }
 }
 
+/// Compiles `dir/.gitignore`, rooted at `dir`. A missing file is an empty
+/// matcher, and so is a symbolic link: git (since 2.32) does not read a
+/// working tree's `.gitignore` through a link, and says so.
+pub(crate) fn compile_gitignore(dir: &Path, problems: &mut Vec<String>) -> Gitignore {
+    let file = dir.join(".gitignore");
+    match std::fs::symlink_metadata(&file) {
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            problems.push(format!(
+                "{}: a symbolic link; git does not read a .gitignore through a link, \
+                 so its rules do not apply",
+                file.display()
+            ));
+            Gitignore::empty()
+        }
+        Ok(metadata) if metadata.is_file() => compile_file(dir, &file, problems),
+        _ => Gitignore::empty(),
+    }
+}
+
 /// Compiles the gitignore file `file`, rooted at `root`. A missing file is
 /// an empty matcher.
-pub(crate) fn compile_file(root: &Path, file: &Path, problems: &mut Vec<String>) -> Gitignore {
+///
+/// The file is read as bytes, line by line, as git reads it: a line that is
+/// not UTF-8 is taken with its bad bytes replaced (such a pattern cannot
+/// match a UTF-8 name anyway) instead of ending the file there, which is
+/// what `GitignoreBuilder::add` would do.
+fn compile_file(root: &Path, file: &Path, problems: &mut Vec<String>) -> Gitignore {
     if !file.is_file() {
         return Gitignore::empty();
     }
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        // Removed since the check: as if it had never been there.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Gitignore::empty(),
+        Err(error) => {
+            problems.push(format!("{}: {error}", file.display()));
+            return Gitignore::empty();
+        }
+    };
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut builder = GitignoreBuilder::new(root);
-    if let Some(error) = builder.add(file) {
-        problems.push(format!("{}: {error}", file.display()));
+    for (index, line) in text.split(|byte| *byte == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = String::from_utf8_lossy(line);
+        if let Err(error) = builder.add_line(Some(file.to_path_buf()), &line) {
+            problems.push(format!("{}:{}: {error}", file.display(), index + 1));
+        }
     }
     builder.build().unwrap_or_else(|error| {
         problems.push(format!("{}: {error}", file.display()));

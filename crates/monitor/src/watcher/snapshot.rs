@@ -76,6 +76,23 @@ impl Snapshot {
         self.entries.remove(rel)
     }
 
+    /// The entries strictly below the directory `rel` (everything for the
+    /// root, `""`).
+    pub(crate) fn below<'a>(&'a self, rel: &str) -> impl Iterator<Item = (&'a String, Stamp)> {
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        self.entries
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(path, _)| path.starts_with(&prefix))
+            .map(|(path, stamp)| (path, *stamp))
+    }
+
     /// Removes `rel` and everything below it; returns the removed paths.
     pub(crate) fn remove_tree(&mut self, rel: &str) -> Vec<String> {
         let prefix = format!("{rel}/");

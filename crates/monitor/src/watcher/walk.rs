@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::Scan;
-use super::rules::{DirChain, IgnoreRules, compile_file};
+use super::rules::{DirChain, IgnoreRules, compile_gitignore};
 use super::snapshot::Stamp;
 
 /// What one walk does besides finding directories.
@@ -112,16 +112,18 @@ impl Walk<'_> {
         scan.dirs.push(dir.clone());
         let listing = match sys::Listing::read(&dir, buffer, self.stamps) {
             Ok(listing) => listing,
-            // Removed while the walk ran: its parent's event reports it.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            // Removed, or replaced by a link, while the walk ran: its
+            // parent's event reports it.
+            Err(error) if sys::is_gone(&error) => return Vec::new(),
             Err(error) => {
                 scan.errors.push(format!("{}: {error}", dir.display()));
+                scan.failed.push(dir);
                 return Vec::new();
             }
         };
         let chain = if listing.has_gitignore {
             let mut problems = Vec::new();
-            let matcher = compile_file(&dir, &dir.join(".gitignore"), &mut problems);
+            let matcher = compile_gitignore(&dir, &mut problems);
             scan.errors.extend(problems);
             scan.gitignores.push((dir.clone(), matcher.clone()));
             chain.with(matcher)
@@ -172,6 +174,17 @@ mod sys {
 
     use super::Stamp;
 
+    /// Whether listing failed because the directory is no longer there as
+    /// a directory: removed, or replaced by a symbolic link (which the walk
+    /// does not follow, `ELOOP`).
+    pub(super) fn is_gone(error: &std::io::Error) -> bool {
+        #[cfg(target_os = "linux")]
+        if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            return true;
+        }
+        error.kind() == std::io::ErrorKind::NotFound
+    }
+
     /// The entries of one directory the walk looks at.
     pub(super) struct Listing {
         /// Name and whether it is a directory (a symbolic link is not).
@@ -196,10 +209,12 @@ mod sys {
 
             use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
 
+            // Without following a link: a directory replaced by one while
+            // the walk runs must not take the walk outside the tree.
             let fd = rustix::fs::openat(
                 rustix::fs::CWD,
                 dir,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
                 Mode::empty(),
             )?;
             if buffer.is_empty() {
@@ -397,6 +412,38 @@ mod tests {
         write(root, "generated.tmp", "configured glob\n");
         std::os::unix::fs::symlink(root.join("src"), root.join("link-to-src")).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_gitignore_is_read_past_a_line_that_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &fs::canonicalize(dir.path()).unwrap();
+        git(root, &["init", "-q"]);
+        fs::write(root.join(".gitignore"), b"# caf\xe9\nbuild/\n").unwrap();
+        write(root, "build/x", "ignored\n");
+        write(root, "src/y", "kept\n");
+        let (walked, gits) = walked_and_gits_files(root, &[], 2);
+        assert_eq!(walked, gits);
+        assert!(!walked.contains("build/x"), "{walked:?}");
+    }
+
+    #[test]
+    fn a_gitignore_that_is_a_symbolic_link_applies_no_rules_as_in_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = &fs::canonicalize(dir.path()).unwrap();
+        git(root, &["init", "-q"]);
+        write(root, "rules", "*.log\n");
+        std::os::unix::fs::symlink("rules", root.join(".gitignore")).unwrap();
+        write(root, "a.log", "kept: git does not follow the link\n");
+        let (walked, gits) = walked_and_gits_files(root, &[], 2);
+        assert_eq!(walked, gits);
+        assert!(walked.contains("a.log"), "{walked:?}");
+        let scan = walk(root, &[], None, false, 1);
+        assert!(
+            scan.errors.iter().any(|e| e.contains("symbolic link")),
+            "{:?}",
+            scan.errors
+        );
     }
 
     #[test]
