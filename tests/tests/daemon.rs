@@ -581,15 +581,40 @@ fn events_as_csv_parse() {
         },
         "/api/events?kind=job_succeeded",
     );
-    let output = run(daemon.ctl().args(["events", "-o", "csv"]));
-    assert!(output.status.success(), "{}", stderr(&output));
-    let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
-    let headers = reader.headers().unwrap().clone();
+    // More events than a listing's default page of 100: the export must
+    // still hold them all.
+    for _ in 0..40 {
+        let (_, stored) = daemon.get("/api/events?limit=10000", Some(READER));
+        if stored["items"]
+            .as_array()
+            .is_some_and(|items| items.len() > 120)
+        {
+            break;
+        }
+        let output =
+            run(daemon
+                .ctl()
+                .args(["run", "api", "--pipeline", "codegen", "--force", "--wait"]));
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let (_, stored) = daemon.get("/api/events?limit=10000", Some(READER));
+    let stored = stored["items"].as_array().unwrap().len();
+    assert!(stored > 120, "only {stored} events stored");
+
+    let csv_rows = |args: &[&str]| {
+        let output = run(daemon.ctl().args(["events", "-o", "csv"]).args(args));
+        assert!(output.status.success(), "{}", stderr(&output));
+        let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
+        let headers = reader.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        (headers, rows)
+    };
+    let (headers, rows) = csv_rows(&[]);
     assert!(headers.iter().any(|h| h == "kind"), "{headers:?}");
-    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert!(rows.len() >= 3, "{rows:?}");
+    assert!(rows.len() >= stored, "{} of {stored} events", rows.len());
     let kind = headers.iter().position(|h| h == "kind").unwrap();
     assert!(rows.iter().any(|r| &r[kind] == "job_succeeded"));
+    assert_eq!(csv_rows(&["--limit", "5"]).1.len(), 5);
 }
 
 #[test]

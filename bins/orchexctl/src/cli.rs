@@ -207,9 +207,11 @@ pub(crate) struct EventsArgs {
     /// Only events since this time: RFC 3339, or an age such as 30s, 15m, 2h, 7d.
     #[arg(long, value_parser = parse_since)]
     pub(crate) since: Option<Timestamp>,
-    /// At most this many events (pages are followed up to it).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) limit: u32,
+    /// At most this many events (pages are followed up to it). Default: 100
+    /// for a table or JSON; every matching event for `-o csv`, which the
+    /// daemon streams.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) limit: Option<u32>,
 }
 
 /// `watch` filters.

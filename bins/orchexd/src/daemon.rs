@@ -536,14 +536,50 @@ async fn notification_loop(bus: TelemetryBus, handle: ConfigHandle) {
                 .await;
                 if let Err(err) = result {
                     // Incoming-webhook URLs carry their secret in the path.
-                    let host = url
-                        .split_once("://")
-                        .and_then(|(_, rest)| rest.split('/').next())
-                        .unwrap_or("?");
+                    let host = notification_host(&url);
                     let err = err.replace(&url, &format!("https://{host}/<redacted>"));
                     tracing::warn!(%host, %err, "notification not delivered");
                 }
             });
+        }
+    }
+}
+
+/// The host (and port) of a notification URL, for logs: no credentials
+/// (`user:password@`), no path, no query, since incoming-webhook URLs carry
+/// their secret in those.
+fn notification_host(url: &str) -> &str {
+    let Some((_, rest)) = url.split_once("://") else {
+        return "?";
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() { "?" } else { host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notification_host;
+
+    #[test]
+    fn a_notification_url_is_logged_by_its_host_alone() {
+        for (url, host) in [
+            (
+                "https://hooks.slack.com/services/T0/B0/secret",
+                "hooks.slack.com",
+            ),
+            (
+                "https://user:hunter2@example.com:8443/x?token=s",
+                "example.com:8443",
+            ),
+            ("http://example.com?token=s", "example.com"),
+            ("http://[::1]:9000/hook", "[::1]:9000"),
+            ("not a url", "?"),
+            ("https://", "?"),
+        ] {
+            assert_eq!(notification_host(url), host, "{url}");
         }
     }
 }

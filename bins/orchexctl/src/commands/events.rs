@@ -1,8 +1,9 @@
 //! `events [--kind K] [--repo R] [--since T] [--limit N] [-o table|json|csv]`.
 //!
-//! Table and JSON follow `nextCursor` up to the limit. CSV asks the daemon
-//! for `format=csv` and copies the body to stdout as it arrives: an export
-//! of a long history is never held in memory.
+//! Table and JSON follow `nextCursor` up to the limit (100 unless given).
+//! CSV asks the daemon for `format=csv`, with no limit unless one is given,
+//! and copies the body to stdout as it arrives: an export of a long history
+//! is never held in memory.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ use super::{Ctx, print_json};
 use crate::cli::EventsArgs;
 use crate::client::ClientError;
 use crate::output::{self, Cell, Format, Style, Table};
+
+/// How many events a table or JSON listing shows without `--limit`.
+const DEFAULT_LIMIT: u32 = 100;
 
 /// `orchexctl events`.
 pub(crate) fn events(ctx: &Ctx, args: &EventsArgs) -> anyhow::Result<ExitCode> {
@@ -28,14 +32,17 @@ pub(crate) fn events(ctx: &Ctx, args: &EventsArgs) -> anyhow::Result<ExitCode> {
     if let Some(since) = args.since {
         query.push(("since", since.to_string()));
     }
-    let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     if ctx.format == Format::Csv {
         query.push(("format", "csv".to_owned()));
-        query.push(("limit", limit.to_string()));
+        // Without a limit the daemon streams every matching event.
+        if let Some(limit) = args.limit {
+            query.push(("limit", limit.to_string()));
+        }
         let mut stdout = std::io::stdout().lock();
         client.stream_to("/api/events", &query, &mut stdout)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let limit = usize::try_from(args.limit.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
     let items = client.list("/api/events", &query, limit)?;
     if ctx.format == Format::Json {
         return print_json(&Value::Array(items));
