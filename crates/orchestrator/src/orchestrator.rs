@@ -329,8 +329,10 @@ impl Orchestrator {
         // First the locks a crash left on delivery branches: the undo below
         // and every later delivery need them free.
         let removed_locks = self.remove_stale_branch_locks(&config).await;
+        let (undone_deliveries, undo_failed) = self.undo_interrupted_deliveries(&config).await?;
         let mut summary = RecoverySummary {
-            undone_deliveries: self.undo_interrupted_deliveries(&config).await?,
+            undone_deliveries,
+            failed: undo_failed,
             finished_rollbacks: self.finish_interrupted_rollbacks(&config).await?,
             removed_locks,
             ..RecoverySummary::default()
@@ -462,17 +464,26 @@ impl Orchestrator {
     /// result that no succeeded job accounts for. A re-queued job whose
     /// branch still holds its own commit (a database left by such a crash)
     /// is taken back too; its commit names the job, so nothing else can
-    /// account for it. Returns the number of branches and files restored.
+    /// account for it.
+    ///
+    /// A job whose undo fails (a file that cannot be written back) is
+    /// failed, not re-queued: a re-run would take the half-applied tree for
+    /// the user's and replace the backups of what the user had. Its error
+    /// names the files, and its backups stay.
+    ///
+    /// Returns the number of branches and files restored, and the jobs
+    /// failed that way.
     async fn undo_interrupted_deliveries(
         &self,
         config: &Config,
-    ) -> Result<usize, OrchestratorError> {
+    ) -> Result<(usize, Vec<JobId>), OrchestratorError> {
         let store = &self.inner.deps.store;
         let filter = JobFilter::new()
             .state(JobState::Running)
             .state(JobState::Interrupted)
             .state(JobState::Queued);
         let mut undone = 0;
+        let mut failed = Vec::new();
         for job in &self.recovery_jobs(filter).await? {
             let Some(record) = &job.delivery else {
                 continue;
@@ -485,14 +496,39 @@ impl Orchestrator {
             let Some(repo) = config.repositories.iter().find(|r| r.name == job.repo) else {
                 continue;
             };
-            match engine::undo_interrupted_delivery(store.as_ref(), job, &repo.path).await {
-                Ok(n) => undone += n,
-                Err(err) => {
+            let outcome = engine::undo_interrupted_delivery(store.as_ref(), job, &repo.path).await;
+            undone += outcome.restored;
+            match outcome.incomplete {
+                None => {}
+                Some(err) => {
                     tracing::error!(job = %job.id, %err, "cannot undo an interrupted delivery");
+                    if !matches!(job.state(), JobState::Running | JobState::Interrupted) {
+                        continue;
+                    }
+                    let error = format!(
+                        "interrupted during its delivery, and undoing it failed: {err}; \
+                         the job is not run again, and its backups are kept"
+                    );
+                    match store
+                        .transition(
+                            job.id,
+                            JobState::Failed,
+                            JobPatch::new().error(error.clone()),
+                        )
+                        .await
+                    {
+                        Ok(job) => {
+                            self.publish(Self::job_event(&job, EventKind::JobFailed, error));
+                            failed.push(job.id);
+                        }
+                        Err(e) => {
+                            tracing::error!(job = %job.id, %e, "cannot record that undoing an interrupted delivery failed");
+                        }
+                    }
                 }
             }
         }
-        Ok(undone)
+        Ok((undone, failed))
     }
 
     /// Every job that `filter` matches, for recovery (which looks at few:

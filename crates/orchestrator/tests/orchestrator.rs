@@ -684,6 +684,85 @@ async fn a_worktree_rollback_cut_short_is_finished_by_recovery() {
     );
 }
 
+/// A job of `pipeline` on `api` that a daemon, now dead, had claimed: it is
+/// `running` in the store with nobody running it.
+async fn running_job_of_a_dead_daemon(h: &Harness, pipeline: &str) -> Job {
+    let repo_id = RepoId::new("api").unwrap();
+    let job = Job::new(
+        repo_id.clone(),
+        pipeline.into(),
+        orchex_core::Trigger::manual(repo_id),
+    );
+    h.store.insert_job(job.clone()).await.unwrap();
+    let claimed = h
+        .store
+        .claim_next("crashed", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, job.id);
+    claimed
+}
+
+/// A worktree delivery cut short by a crash, whose undo cannot write one of
+/// the files back: what can be put back is, and the job is failed with the
+/// file named instead of being run again (a re-run would snapshot the
+/// half-applied tree as the user's and replace the backups of what the
+/// user had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_worktree_delivery_that_cannot_be_undone_fails_and_keeps_its_backups() {
+    use orchex_store::BackupStore as _;
+    let h = Harness::new(|config, _| {
+        let mut p = pipeline(
+            "fix",
+            "echo v2 > schema/api.txt; mkdir -p gen; echo new > gen/out.txt",
+        );
+        p.deliver = Delivery::Worktree;
+        config.pipelines.push(p);
+    })
+    .await;
+    let repo = h.repo();
+    h.start();
+    let delivered = h.wait_final(h.run("fix").await.remove(0).id).await;
+    assert_eq!(
+        delivered.state(),
+        JobState::Succeeded,
+        "{:?}",
+        delivered.error
+    );
+    h.orchestrator.stop(Duration::from_secs(5)).await;
+
+    // The same delivery, as a job that was running it when the daemon died.
+    let job = running_job_of_a_dead_daemon(&h, "fix").await;
+    let backups = h.store.backups(delivered.id).await.unwrap();
+    h.store.put_backups(job.id, backups.clone()).await.unwrap();
+    h.store
+        .update_job(
+            job.id,
+            orchex_store::JobPatch::new().delivery(delivered.delivery.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    // Before the restart, `gen` became a file: gen/out.txt can be neither
+    // read nor written back.
+    std::fs::remove_dir_all(repo.join("gen")).unwrap();
+    std::fs::write(repo.join("gen"), "a file now\n").unwrap();
+
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.failed, vec![job.id], "{summary:?}");
+    assert!(summary.requeued.is_empty(), "{summary:?}");
+    assert_eq!(summary.undone_deliveries, 1, "{summary:?}");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("schema/api.txt")).unwrap(),
+        "v1\n"
+    );
+    let after = h.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(after.state(), JobState::Failed);
+    let error = after.error.unwrap_or_default();
+    assert!(error.contains("gen/out.txt"), "{error}");
+    assert_eq!(h.store.backups(job.id).await.unwrap(), backups);
+}
+
 /// Two operators roll back the same job at once: one rolls it back, the
 /// other is told it is rolled back already, and the job's record is not
 /// turned into `superseded` by the loser.
@@ -1587,20 +1666,7 @@ async fn a_crash_during_recovery_cannot_leave_a_delivery_on_the_branch() {
 
     // A second job was delivering when the daemon died: its intent is
     // recorded and the branch moved to its commit.
-    let repo_id = RepoId::new("api").unwrap();
-    let job = Job::new(
-        repo_id.clone(),
-        "codegen".into(),
-        orchex_core::Trigger::manual(repo_id),
-    );
-    h.store.insert_job(job.clone()).await.unwrap();
-    let claimed = h
-        .store
-        .claim_next("crashed", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claimed.id, job.id);
+    let job = running_job_of_a_dead_daemon(&h, "codegen").await;
     let tree = git(&repo, &["rev-parse", "main^{tree}"]);
     let commit = git(
         &repo,

@@ -229,15 +229,17 @@ pub(super) async fn deliver_worktree(
     let work = workspace.work_dir();
     let changes = diffed.changes.clone();
     let plan_repo = repo.clone();
-    let planned = blocking(move || plan_worktree(&plan_repo, &snapshot, &workdir, &work, &changes))
-        .await
-        .map_err(|error| Outcome::Failed { error })?;
+    let plan_snapshot = snapshot.clone();
+    let planned =
+        blocking(move || plan_worktree(&plan_repo, &plan_snapshot, &workdir, &work, &changes))
+            .await
+            .map_err(|error| Outcome::Failed { error })?;
     if request.cancel.is_cancelled() {
         return Err(Outcome::Cancelled {
             reason: "cancelled before delivery; nothing was delivered".to_owned(),
         });
     }
-    let record = DeliveryRecord {
+    let mut record = DeliveryRecord {
         kind: Delivery::Worktree,
         branch: None,
         commit: None,
@@ -253,21 +255,127 @@ pub(super) async fn deliver_worktree(
     if planned.writes.is_empty() {
         return Ok(Some(record));
     }
+    let backups = planned.backups.clone();
     record_intent(engine.store.as_ref(), job, &record, planned.backups)
         .await
         .map_err(|error| Outcome::Failed { error })?;
     let workdir = planned.workdir;
     let writes = planned.writes;
-    blocking(move || {
-        for write in &writes {
-            apply_file(&workdir, &write.path, write.source.as_deref())
-                .map_err(|e| format!("cannot write {}: {e}", write.path))?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|error| Outcome::Failed { error })?;
+    let apply_repo = repo.clone();
+    let late_conflicts =
+        blocking(move || apply_writes(&apply_repo, &snapshot, &workdir, &writes, &backups))
+            .await
+            .map_err(|error| Outcome::Failed { error })?;
+    if !late_conflicts.is_empty() {
+        // The job's final record (written with its outcome) says what was
+        // really written; a rollback then checks only those files.
+        record.files.retain(|path| !late_conflicts.contains(path));
+        record
+            .written
+            .retain(|path, _| !late_conflicts.contains(path));
+        record.conflicts.extend(late_conflicts);
+        record.conflicts.sort();
+    }
     Ok(Some(record))
+}
+
+/// Writes the planned files in order. Each file is checked against the
+/// snapshot again right before it is replaced, because the user may have
+/// saved it since the plan (the backups and the intent record were written
+/// in between): such a file is left alone and returned as a conflict. When
+/// a write fails, the files written before it are put back from `backups`
+/// and the error says whether all of them could be.
+fn apply_writes(
+    repo: &GitRepo,
+    snapshot: &orchex_git::Snapshot,
+    workdir: &Path,
+    writes: &[PlannedWrite],
+    backups: &[Backup],
+) -> Result<Vec<String>, String> {
+    let mut late_conflicts = Vec::new();
+    let mut written: Vec<&str> = Vec::new();
+    for write in writes {
+        let unchanged = !linked_parent(workdir, &write.path).unwrap_or(true)
+            && repo
+                .fingerprint_worktree_file(&write.path)
+                .is_ok_and(|current| snapshot.is_unchanged(&write.path, current.as_ref()));
+        if !unchanged {
+            late_conflicts.push(write.path.clone());
+            continue;
+        }
+        if let Err(e) = apply_file(workdir, &write.path, write.source.as_deref()) {
+            let error = format!("cannot write {}: {e}", write.path);
+            return Err(put_back(workdir, &written, backups, &error));
+        }
+        written.push(&write.path);
+    }
+    Ok(late_conflicts)
+}
+
+/// Restores `written` (newest first) from `backups` after a delivery failed
+/// with `error`; returns the job's error, which says what is left.
+fn put_back(workdir: &Path, written: &[&str], backups: &[Backup], error: &str) -> String {
+    let mut left = Vec::new();
+    for path in written.iter().rev() {
+        let backup = backups.iter().find_map(|backup| match backup {
+            Backup::File {
+                path: backed_up,
+                previous,
+                mode,
+            } if backed_up == path => Some((previous.as_deref(), *mode)),
+            _ => None,
+        });
+        let restored = match backup {
+            Some((previous, mode)) => {
+                restore_file(workdir, path, previous, mode).map_err(|e| e.to_string())
+            }
+            None => Err("no backup".to_owned()),
+        };
+        if let Err(e) = restored {
+            left.push(format!("{path} ({e})"));
+        }
+    }
+    if left.is_empty() {
+        format!(
+            "{error}; the {} file(s) written before it were put back, so nothing was delivered",
+            written.len()
+        )
+    } else {
+        format!(
+            "{error}; putting back what was written failed for {}: these hold this job's output, \
+             and their previous content is kept in the job's backups",
+            left.join(", ")
+        )
+    }
+}
+
+/// Whether a directory on the way from `workdir` to `path` is a symbolic
+/// link. Nothing is written through one: it may lead out of the tree.
+fn linked_parent(workdir: &Path, path: &str) -> std::io::Result<bool> {
+    let mut current = workdir.to_path_buf();
+    let Some(parent) = Path::new(path).parent() else {
+        return Ok(false);
+    };
+    for component in parent.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(true),
+            Ok(_) => {}
+            // What does not exist yet is created as a plain directory.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(false)
+}
+
+fn refuse_linked_parent(workdir: &Path, path: &str) -> std::io::Result<()> {
+    if linked_parent(workdir, path)? {
+        return Err(std::io::Error::other(
+            "a directory on its path is a symbolic link, and nothing is written through one",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -300,6 +408,13 @@ fn plan_worktree(
         conflicts: Vec::new(),
     };
     for path in changes {
+        // A directory the user replaced by a link since the snapshot.
+        if linked_parent(workdir, path)
+            .map_err(|e| format!("cannot read {path} in the working tree: {e}"))?
+        {
+            plan.conflicts.push(path.clone());
+            continue;
+        }
         let current = repo
             .fingerprint_worktree_file(path)
             .map_err(|e| format!("cannot read {path} in the working tree: {e}"))?;
@@ -364,33 +479,77 @@ async fn record_intent(
 }
 
 /// Replaces `workdir/path` with `source` (or deletes it), atomically per
-/// file: a temporary file in the same directory, then a rename.
+/// file: a temporary file in the same directory, flushed to disk, then a
+/// rename.
 fn apply_file(workdir: &Path, path: &str, source: Option<&Path>) -> std::io::Result<()> {
+    refuse_linked_parent(workdir, path)?;
     let target = workdir.join(path);
     let Some(source) = source else {
-        return match std::fs::remove_file(&target) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
+        return remove_if_present(&target);
     };
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let temporary = temporary_path(&target);
     let meta = std::fs::symlink_metadata(source)?;
     if meta.file_type().is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(source)?, &temporary)?;
-    } else {
-        std::fs::copy(source, &temporary)?;
+        let link = std::fs::read_link(source)?;
+        return replace_with(&target, |temporary| {
+            std::os::unix::fs::symlink(&link, temporary)
+        });
     }
-    std::fs::rename(&temporary, &target)
+    replace_with(&target, |temporary| {
+        let mut from = std::fs::File::open(source)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temporary)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.set_permissions(std::fs::Permissions::from_mode(
+            meta.permissions().mode() & 0o7777,
+        ))?;
+        to.sync_all()
+    })
 }
 
+fn remove_if_present(target: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(target) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates the new version of `target` under a fresh temporary name beside
+/// it with `create`, then renames it over `target`. The temporary file is
+/// removed when anything fails, so a full disk leaves nothing behind.
+fn replace_with(
+    target: &Path,
+    create: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let temporary = temporary_path(target);
+    let result = create(&temporary).and_then(|()| std::fs::rename(&temporary, target));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// A name beside `target` that nothing else uses: the pid alone repeats
+/// across restarts (pid 1 in a container), and a leftover of an earlier
+/// run must never be written through.
 fn temporary_path(target: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = target
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    target.with_file_name(format!(".{name}.orchex-tmp-{}", std::process::id()))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    target.with_file_name(format!(
+        ".{name}.orchex-tmp-{}-{}-{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 fn restore_file(
@@ -399,27 +558,32 @@ fn restore_file(
     previous: Option<&[u8]>,
     mode: Option<u32>,
 ) -> std::io::Result<()> {
+    refuse_linked_parent(workdir, path)?;
     let target = workdir.join(path);
     let Some(bytes) = previous else {
-        return match std::fs::remove_file(&target) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
+        return remove_if_present(&target);
     };
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let temporary = temporary_path(&target);
     if mode == Some(0o120_000) {
         let link = std::ffi::OsStr::from_bytes(bytes);
-        std::os::unix::fs::symlink(link, &temporary)?;
-    } else {
-        std::fs::write(&temporary, bytes)?;
-        if let Some(mode) = mode {
-            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        }
+        return replace_with(&target, |temporary| {
+            std::os::unix::fs::symlink(link, temporary)
+        });
     }
-    std::fs::rename(&temporary, &target)
+    replace_with(&target, |temporary| {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temporary)?;
+        file.write_all(bytes)?;
+        if let Some(mode) = mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        }
+        file.sync_all()
+    })
 }
 
 use std::os::unix::ffi::OsStrExt as _;
@@ -552,6 +716,12 @@ pub(crate) async fn rollback(
         let mut to_restore = Vec::new();
         let mut changed_since = Vec::new();
         for (path, written) in &record.written {
+            if linked_parent(&workdir, path)
+                .map_err(|e| RollbackError::Refused(format!("cannot read {path}: {e}")))?
+            {
+                changed_since.push(path.clone());
+                continue;
+            }
             let current = file_hash(&workdir.join(path))
                 .map_err(|e| RollbackError::Refused(format!("cannot read {path}: {e}")))?;
             let Some(&(previous, mode)) = replaced.get(path.as_str()) else {
@@ -560,7 +730,7 @@ pub(crate) async fn rollback(
                 )));
             };
             if &current == written {
-                to_restore.push((path, previous, mode));
+                to_restore.push((path, written, previous, mode));
             } else if !(resuming && current == previous.map(super::workspace::sha256_hex)) {
                 changed_since.push(path.clone());
             }
@@ -571,7 +741,18 @@ pub(crate) async fn rollback(
                 changed_since.join(", ")
             )));
         }
-        for (path, previous, mode) in to_restore {
+        for (path, written, previous, mode) in to_restore {
+            // Checked again right before it is replaced: an edit saved
+            // since the check above is not overwritten. What is restored
+            // already counts as done when the rollback is retried.
+            let current = file_hash(&workdir.join(path))
+                .map_err(|e| RollbackError::Failed(format!("cannot read {path}: {e}")))?;
+            if &current != written {
+                return Err(RollbackError::Failed(format!(
+                    "{path} changed while the rollback ran, so it was left as it is; \
+                     the rollback stays in progress, and a retry reports it"
+                )));
+            }
             restore_file(&workdir, path, previous, mode)
                 .map_err(|e| RollbackError::Failed(format!("cannot restore {path}: {e}")))?;
         }
@@ -581,30 +762,52 @@ pub(crate) async fn rollback(
     .map_err(|e| RollbackError::Failed(e.to_string()))?
 }
 
+/// What undoing an interrupted delivery did.
+#[derive(Debug, Default)]
+pub(crate) struct Undone {
+    /// Files or branches restored.
+    pub(crate) restored: usize,
+    /// Why the undo is incomplete, naming what could not be restored.
+    pub(crate) incomplete: Option<String>,
+}
+
+impl Undone {
+    fn complete(restored: usize) -> Self {
+        Self {
+            restored,
+            incomplete: None,
+        }
+    }
+}
+
 /// Undoes the delivery of a job that a crash interrupted: what it wrote is
-/// put back where it still holds what the job wrote. Returns the number of
-/// files or branches restored.
+/// put back where it still holds what the job wrote. Every file is tried,
+/// whatever failed before it.
 pub(crate) async fn undo_interrupted_delivery(
     store: &dyn Store,
     job: &Job,
     repo_path: &Path,
-) -> Result<usize, String> {
+) -> Undone {
+    let incomplete = |message: String| Undone {
+        restored: 0,
+        incomplete: Some(message),
+    };
     let Some(record) = job.delivery.clone() else {
-        return Ok(0);
+        return Undone::default();
     };
     let repo_path = repo_path.to_path_buf();
-    let backups = store
-        .backups(job.id)
-        .await
-        .map_err(|e| format!("cannot read the backups: {e}"))?;
+    let backups = match store.backups(job.id).await {
+        Ok(backups) => backups,
+        Err(e) => return incomplete(format!("cannot read the backups: {e}")),
+    };
     let job_id = job.id;
-    blocking(move || {
+    let undone = blocking(move || {
         let repo = GitRepo::open(&repo_path).map_err(|e| e.to_string())?;
         match record.kind {
-            Delivery::None => Ok(0),
+            Delivery::None => Ok(Undone::complete(0)),
             Delivery::Branch => {
                 let (Some(branch), Some(commit)) = (record.branch, record.commit) else {
-                    return Ok(0);
+                    return Ok(Undone::complete(0));
                 };
                 let wrote: Oid = commit.parse().map_err(|e| format!("{e}"))?;
                 let previous = record
@@ -618,16 +821,19 @@ pub(crate) async fn undo_interrupted_delivery(
                         let message = format!("orchex: undo interrupted delivery of job {job_id}");
                         repo.rollback_branch(&branch, wrote, previous, &message)
                             .map_err(|e| e.to_string())?;
-                        Ok(1)
+                        Ok(Undone::complete(1))
                     }
-                    _ => Ok(0),
+                    _ => Ok(Undone::complete(0)),
                 }
             }
             Delivery::Worktree => {
                 let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
-                    return Ok(0);
+                    return Ok(Undone::complete(0));
                 };
                 let mut restored = 0;
+                // Every file is tried, whatever failed before it: what can
+                // be put back is.
+                let mut failures = Vec::new();
                 for backup in &backups {
                     let Backup::File {
                         path,
@@ -640,19 +846,205 @@ pub(crate) async fn undo_interrupted_delivery(
                     let Some(written) = record.written.get(path) else {
                         continue;
                     };
-                    let current = file_hash(&workdir.join(path)).map_err(|e| e.to_string())?;
+                    // A directory replaced by a link since: the user's.
+                    if linked_parent(&workdir, path).unwrap_or(true) {
+                        continue;
+                    }
+                    let current = match file_hash(&workdir.join(path)) {
+                        Ok(current) => current,
+                        Err(e) => {
+                            failures.push(format!("{path} (cannot read it: {e})"));
+                            continue;
+                        }
+                    };
                     let previous_hash = previous.as_deref().map(super::workspace::sha256_hex);
                     // Only files that hold what the job wrote, and were
                     // actually changed by it, are put back.
                     if &current == written && current != previous_hash {
-                        restore_file(&workdir, path, previous.as_deref(), *mode)
-                            .map_err(|e| format!("cannot restore {path}: {e}"))?;
-                        restored += 1;
+                        match restore_file(&workdir, path, previous.as_deref(), *mode) {
+                            Ok(()) => restored += 1,
+                            Err(e) => failures.push(format!("{path} ({e})")),
+                        }
                     }
                 }
-                Ok(restored)
+                Ok(Undone {
+                    restored,
+                    incomplete: (!failures.is_empty()).then(|| {
+                        format!(
+                            "{restored} file(s) put back; these could not be: {}",
+                            failures.join(", ")
+                        )
+                    }),
+                })
             }
         }
     })
-    .await
+    .await;
+    undone.unwrap_or_else(incomplete)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::process::Command;
+
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+    }
+
+    /// A repository with `a.txt` and `b.txt` committed, its working-tree
+    /// snapshot, and a workspace holding the job's new `a.txt` and `b.txt`.
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        workdir: PathBuf,
+        work: PathBuf,
+        repo: GitRepo,
+        snapshot: orchex_git::Snapshot,
+    }
+
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let workdir = root.join("repo");
+        std::fs::create_dir(&workdir).unwrap();
+        git(&workdir, &["init", "-q"]);
+        std::fs::write(workdir.join("a.txt"), "a0\n").unwrap();
+        std::fs::write(workdir.join("b.txt"), "b0\n").unwrap();
+        git(&workdir, &["add", "-A"]);
+        git(
+            &workdir,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "init",
+            ],
+        );
+        let repo = GitRepo::open(&workdir).unwrap();
+        let snapshot = repo.snapshot_worktree(&root.join("snapshot")).unwrap();
+        let work = root.join("work");
+        std::fs::create_dir(&work).unwrap();
+        std::fs::write(work.join("a.txt"), "a1\n").unwrap();
+        std::fs::write(work.join("b.txt"), "b1\n").unwrap();
+        Setup {
+            _tmp: tmp,
+            workdir,
+            work,
+            repo,
+            snapshot,
+        }
+    }
+
+    fn write_of(s: &Setup, path: &str, source: &str) -> PlannedWrite {
+        PlannedWrite {
+            path: path.to_owned(),
+            source: Some(s.work.join(source)),
+            new_hash: None,
+        }
+    }
+
+    fn backup(path: &str, previous: &str) -> Backup {
+        Backup::File {
+            path: path.to_owned(),
+            previous: Some(previous.as_bytes().to_vec()),
+            mode: Some(0o100_644),
+        }
+    }
+
+    fn read(s: &Setup, path: &str) -> String {
+        std::fs::read_to_string(s.workdir.join(path)).unwrap()
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("orchex-tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn a_write_that_fails_part_way_puts_back_what_was_written_before_it() {
+        let s = setup();
+        // The second source vanished: its copy fails after `a.txt` is in.
+        let writes = [
+            write_of(&s, "a.txt", "a.txt"),
+            write_of(&s, "b.txt", "gone"),
+        ];
+        let backups = [backup("a.txt", "a0\n"), backup("b.txt", "b0\n")];
+        let error = apply_writes(&s.repo, &s.snapshot, &s.workdir, &writes, &backups).unwrap_err();
+        assert!(error.contains("cannot write b.txt"), "{error}");
+        assert!(error.contains("were put back"), "{error}");
+        assert_eq!(read(&s, "a.txt"), "a0\n");
+        assert_eq!(read(&s, "b.txt"), "b0\n");
+        assert_eq!(leftovers(&s.workdir), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_file_saved_after_the_plan_is_not_overwritten() {
+        let s = setup();
+        // The user's editor saves b.txt between the plan and its write.
+        std::fs::write(s.workdir.join("b.txt"), "the user's edit\n").unwrap();
+        let writes = [
+            write_of(&s, "a.txt", "a.txt"),
+            write_of(&s, "b.txt", "b.txt"),
+        ];
+        let backups = [backup("a.txt", "a0\n"), backup("b.txt", "b0\n")];
+        let late = apply_writes(&s.repo, &s.snapshot, &s.workdir, &writes, &backups).unwrap();
+        assert_eq!(late, ["b.txt"]);
+        assert_eq!(read(&s, "a.txt"), "a1\n");
+        assert_eq!(read(&s, "b.txt"), "the user's edit\n");
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_directory_replaced_by_a_link() {
+        let s = setup();
+        let outside = s.workdir.parent().unwrap().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, s.workdir.join("gen")).unwrap();
+        std::fs::create_dir(s.work.join("gen")).unwrap();
+        std::fs::write(s.work.join("gen/api.rs"), "generated\n").unwrap();
+
+        let plan = plan_worktree(
+            &s.repo,
+            &s.snapshot,
+            &s.workdir,
+            &s.work,
+            &["gen/api.rs".to_owned()],
+        )
+        .unwrap();
+        assert_eq!(plan.conflicts, ["gen/api.rs"]);
+        assert!(plan.writes.is_empty());
+        // And the last line of defence, should a link appear even later.
+        let error = apply_file(&s.workdir, "gen/api.rs", Some(&s.work.join("gen/api.rs")));
+        assert!(error.is_err());
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_and_names_are_never_reused() {
+        let s = setup();
+        let target = s.workdir.join("a.txt");
+        let first = temporary_path(&target);
+        assert_ne!(first, temporary_path(&target));
+        let failed = replace_with(&target, |temporary| {
+            std::fs::write(temporary, "half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(read(&s, "a.txt"), "a0\n");
+        assert_eq!(leftovers(&s.workdir), Vec::<String>::new());
+    }
 }
