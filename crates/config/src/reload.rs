@@ -120,26 +120,34 @@ impl ConfigHandle {
     /// key by key; any other value (lists included) replaces the old one.
     /// Nothing is written when the result would be invalid.
     pub fn patch(&self, update: &Value) -> Result<ReloadOutcome, ConfigError> {
-        let Value::Object(fields) = update else {
-            return Err(ConfigError::BadUpdate(
-                "the update must be a JSON object of configuration keys".to_owned(),
-            ));
-        };
-        if fields.contains_key("version") {
-            return Err(ConfigError::BadUpdate(
-                "version cannot be changed by an update".to_owned(),
-            ));
-        }
-        if let Some(path) = find_null(update, String::new()) {
-            return Err(ConfigError::BadUpdate(format!(
-                "{path}: null is not a value; write the default explicitly"
-            )));
-        }
+        check_update(update)?;
         let _guard = self
             .inner
             .update_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.patch_locked(update)
+    }
+
+    /// Like [`ConfigHandle::patch`], with the update built from the running
+    /// configuration while the update lock is held: two read-modify-write
+    /// changes (two repositories added at once, say) each see the other's
+    /// result, so neither is lost. `build` may refuse with its own error.
+    pub fn patch_with<E: From<ConfigError>>(
+        &self,
+        build: impl FnOnce(&Config) -> Result<Value, E>,
+    ) -> Result<ReloadOutcome, E> {
+        let _guard = self
+            .inner
+            .update_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let update = build(&self.current())?;
+        check_update(&update)?;
+        Ok(self.patch_locked(&update)?)
+    }
+
+    fn patch_locked(&self, update: &Value) -> Result<ReloadOutcome, ConfigError> {
         let overrides_path = self.inner.loader.overrides_path();
         let mut overrides = read_overrides(overrides_path)?;
         deep_merge(&mut overrides, update);
@@ -257,6 +265,26 @@ impl Drop for FileWatchGuard {
     }
 }
 
+/// The shape every update must have, whatever its keys.
+fn check_update(update: &Value) -> Result<(), ConfigError> {
+    let Value::Object(fields) = update else {
+        return Err(ConfigError::BadUpdate(
+            "the update must be a JSON object of configuration keys".to_owned(),
+        ));
+    };
+    if fields.contains_key("version") {
+        return Err(ConfigError::BadUpdate(
+            "version cannot be changed by an update".to_owned(),
+        ));
+    }
+    if let Some(path) = find_null(update, String::new()) {
+        return Err(ConfigError::BadUpdate(format!(
+            "{path}: null is not a value; write the default explicitly"
+        )));
+    }
+    Ok(())
+}
+
 fn find_null(value: &Value, path: String) -> Option<String> {
     match value {
         Value::Null => Some(path),
@@ -305,8 +333,33 @@ fn write_atomically(path: &Path, value: &Value) -> Result<(), ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(&tmp, contents).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))
+    // Private (it sits beside a config that may hold tokens), flushed
+    // before the rename and the rename flushed after, so that a crash or a
+    // power cut leaves the old file or the new one, never an empty one.
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("write", e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io("flush the directory of", e))?;
+    }
+    Ok(())
 }
 
 /// Dotted paths of the leaves that differ between two configurations.

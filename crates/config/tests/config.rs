@@ -488,8 +488,9 @@ fn environment_typos_are_reported_too() {
     });
 }
 
-#[test]
-fn patch_validates_merges_and_persists() {
+/// A config file with `rateLimitPerHour = 10`, its loader (without the
+/// environment) and a handle on it.
+fn rate_limited_at_ten() -> (tempfile::TempDir, Loader, ConfigHandle) {
     let dir = tempfile::tempdir().unwrap();
     let path = write(
         dir.path(),
@@ -498,6 +499,56 @@ fn patch_validates_merges_and_persists() {
     );
     let loader = Loader::new(&path).without_env();
     let handle = ConfigHandle::new(loader.clone(), loader.load().unwrap().config);
+    (dir, loader, handle)
+}
+
+/// `rateLimitPerHour` as the loader reads it from the files now.
+fn stored_rate_limit(loader: &Loader) -> u32 {
+    loader
+        .load()
+        .unwrap()
+        .config
+        .optimizer
+        .safety
+        .rate_limit_per_hour
+}
+
+/// Two read-modify-write updates at once (as two repositories added
+/// through the API): each is built from the other's result, so neither is
+/// lost. The first holds its build open while the second starts.
+#[test]
+fn concurrent_patches_built_from_the_current_config_lose_nothing() {
+    let (dir, loader, handle) = rate_limited_at_ten();
+    let increment = |current: &Config| -> Result<serde_json::Value, ConfigError> {
+        let next = current.optimizer.safety.rate_limit_per_hour + 1;
+        Ok(serde_json::json!({"optimizer": {"safety": {"rateLimitPerHour": next}}}))
+    };
+    let mut second = None;
+    handle
+        .patch_with(|current| {
+            let other = handle.clone();
+            second = Some(std::thread::spawn(move || other.patch_with(increment)));
+            // Room for the second update to overtake this one, were the
+            // build not under the update lock.
+            std::thread::sleep(Duration::from_millis(100));
+            increment(current)
+        })
+        .unwrap();
+    second.unwrap().join().unwrap().unwrap();
+    assert_eq!(handle.current().optimizer.safety.rate_limit_per_hour, 12);
+    assert_eq!(stored_rate_limit(&loader), 12);
+    // The overrides file is private and whole.
+    let overrides = dir.path().join("orchex.overrides.toml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&overrides).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(!dir.path().join("orchex.overrides.toml.tmp").exists());
+}
+
+#[test]
+fn patch_validates_merges_and_persists() {
+    let (dir, loader, handle) = rate_limited_at_ten();
     let mut rx = handle.subscribe();
 
     let outcome = handle
@@ -518,16 +569,7 @@ fn patch_validates_merges_and_persists() {
     // Persisted beside the config, and the config file itself is untouched.
     let overrides = std::fs::read_to_string(dir.path().join("orchex.overrides.toml")).unwrap();
     assert!(overrides.contains("rateLimitPerHour = 20"), "{overrides}");
-    assert_eq!(
-        loader
-            .load()
-            .unwrap()
-            .config
-            .optimizer
-            .safety
-            .rate_limit_per_hour,
-        20
-    );
+    assert_eq!(stored_rate_limit(&loader), 20);
 
     // A second patch merges with the first.
     let outcome = handle

@@ -471,6 +471,12 @@ fn patch_outcome(outcome: orchex_config::ReloadOutcome) -> Result<ConfigChange, 
     }
 }
 
+impl From<orchex_config::ConfigError> for ApiError {
+    fn from(err: orchex_config::ConfigError) -> Self {
+        config_error(&err)
+    }
+}
+
 fn config_error(err: &orchex_config::ConfigError) -> ApiError {
     match err {
         orchex_config::ConfigError::Invalid { .. } | orchex_config::ConfigError::BadUpdate(_) => {
@@ -530,34 +536,46 @@ pub(crate) async fn add_repository(
     })
     .await
     .map_err(|e| ApiError::internal(format!("repository check: {e}")))??;
-    let config = state.config();
-    if config.repositories.iter().any(|r| r.name == name) {
-        return Err(ApiError::conflict(format!(
-            "name: a repository named {name} is already configured"
-        )));
-    }
-    if let Some(existing) = config.repositories.iter().find(|r| r.path == path) {
-        return Err(ApiError::conflict(format!(
-            "path: {} is already configured as {}",
-            path.display(),
-            existing.name
-        )));
-    }
     let repository = Repository {
         name: name.clone(),
         path,
         enabled: new.enabled.unwrap_or(true),
         branch: new.branch.filter(|b| !b.is_empty()),
     };
-    let mut repositories = config.repositories.clone();
-    repositories.push(repository);
-    let update = repositories_patch(&repositories)?;
     let handle = state.services().config.clone();
-    tokio::task::spawn_blocking(move || handle.patch(&update))
-        .await
-        .map_err(|e| ApiError::internal(format!("configuration update: {e}")))?
-        .map_err(|e| config_error(&e))
-        .and_then(patch_outcome)?;
+    tokio::task::spawn_blocking(move || {
+        handle.patch_with(|current| {
+            // Checked against the configuration of the moment, under the
+            // update lock: a concurrent add or remove is seen, not undone.
+            if current
+                .repositories
+                .iter()
+                .any(|r| r.name == repository.name)
+            {
+                return Err(ApiError::conflict(format!(
+                    "name: a repository named {} is already configured",
+                    repository.name
+                )));
+            }
+            if let Some(existing) = current
+                .repositories
+                .iter()
+                .find(|r| r.path == repository.path)
+            {
+                return Err(ApiError::conflict(format!(
+                    "path: {} is already configured as {}",
+                    repository.path.display(),
+                    existing.name
+                )));
+            }
+            let mut repositories = current.repositories.clone();
+            repositories.push(repository);
+            repositories_patch(&repositories)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("configuration update: {e}")))?
+    .and_then(patch_outcome)?;
     let view = view::repositories(&state)
         .into_iter()
         .find(|r| r.name == name.as_str())
@@ -585,24 +603,27 @@ pub(crate) async fn remove_repository(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<Removed>, ApiError> {
-    let config = state.config();
-    let before = config.repositories.len();
-    let repositories: Vec<Repository> = config
-        .repositories
-        .iter()
-        .filter(|r| r.name.as_str() != name)
-        .cloned()
-        .collect();
-    if repositories.len() == before {
-        return Err(ApiError::not_found(format!("repository {name} not found")));
-    }
-    let update = repositories_patch(&repositories)?;
     let handle = state.services().config.clone();
-    tokio::task::spawn_blocking(move || handle.patch(&update))
-        .await
-        .map_err(|e| ApiError::internal(format!("configuration update: {e}")))?
-        .map_err(|e| config_error(&e))
-        .and_then(patch_outcome)?;
+    let removed = name.clone();
+    tokio::task::spawn_blocking(move || {
+        handle.patch_with(|current| {
+            let repositories: Vec<Repository> = current
+                .repositories
+                .iter()
+                .filter(|r| r.name.as_str() != removed)
+                .cloned()
+                .collect();
+            if repositories.len() == current.repositories.len() {
+                return Err(ApiError::not_found(format!(
+                    "repository {removed} not found"
+                )));
+            }
+            repositories_patch(&repositories)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("configuration update: {e}")))?
+    .and_then(patch_outcome)?;
     Ok(axum::Json(Removed { removed: name }))
 }
 

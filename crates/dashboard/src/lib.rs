@@ -86,6 +86,15 @@ pub enum DashboardError {
         /// Why.
         source: std::io::Error,
     },
+    /// A token or secret file is empty (or starts with an empty line): an
+    /// empty token would switch authentication off.
+    #[error("{key}: {} is empty; its first line must hold the secret", path.display())]
+    EmptySecretFile {
+        /// The configuration key naming the file.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// A non-loopback bind without a token.
     #[error(
         "dashboard.bind: {bind} is not a loopback address, so a token is required; set dashboard.authToken (or authTokenFile), or bind to 127.0.0.1"

@@ -73,7 +73,15 @@ fn first_line_of(path: &std::path::Path, key: &'static str) -> Result<String, Da
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        // A secret mount not populated yet, say: refused, never "no token".
+        return Err(DashboardError::EmptySecretFile {
+            key,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(secret.to_owned())
 }
 
 impl AccessPolicy {
@@ -313,5 +321,44 @@ impl Default for DashboardOptions {
             request_timeout: Duration::from_secs(30),
             ws: WsOptions::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn with_token_file(text: &str) -> (tempfile::TempDir, DashboardConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, text).unwrap();
+        let config = DashboardConfig {
+            auth_token_file: Some(path),
+            ..DashboardConfig::default()
+        };
+        (dir, config)
+    }
+
+    #[test]
+    fn an_empty_token_file_is_refused_naming_the_key_rather_than_disabling_auth() {
+        for empty in ["", "\n", "   \nsecond line\n"] {
+            let (_dir, config) = with_token_file(empty);
+            let err = AccessPolicy::from_config(&config).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DashboardError::EmptySecretFile {
+                        key: "dashboard.authTokenFile",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("dashboard.authTokenFile"), "{err}");
+        }
+        let (_dir, config) = with_token_file("s3cret\n");
+        assert!(AccessPolicy::from_config(&config).is_ok());
     }
 }
