@@ -533,6 +533,28 @@ fn replace_with(
     result
 }
 
+/// Removes the temporary files a crash left beside `workdir/path` (a write
+/// or a restore that never reached its rename). Returns how many.
+fn remove_temporaries(workdir: &Path, path: &str) -> usize {
+    if linked_parent(workdir, path).unwrap_or(true) {
+        return 0;
+    }
+    let target = workdir.join(path);
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return 0;
+    };
+    let prefix = format!(".{}.orchex-tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|entry| entry.file_type().is_ok_and(|kind| !kind.is_dir()))
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
 /// A name beside `target` that nothing else uses: the pid alone repeats
 /// across restarts (pid 1 in a container), and a leftover of an earlier
 /// run must never be written through.
@@ -713,6 +735,10 @@ pub(crate) async fn rollback(
                 _ => None,
             })
             .collect();
+        // A rollback cut short may have left temporary files behind.
+        for path in record.written.keys() {
+            remove_temporaries(&workdir, path);
+        }
         let mut to_restore = Vec::new();
         let mut changed_since = Vec::new();
         for (path, written) in &record.written {
@@ -830,6 +856,9 @@ pub(crate) async fn undo_interrupted_delivery(
                 let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
                     return Ok(Undone::complete(0));
                 };
+                for path in &record.files {
+                    remove_temporaries(&workdir, path);
+                }
                 let mut restored = 0;
                 // Every file is tried, whatever failed before it: what can
                 // be put back is.
@@ -1031,6 +1060,19 @@ mod tests {
         let error = apply_file(&s.workdir, "gen/api.rs", Some(&s.work.join("gen/api.rs")));
         assert!(error.is_err());
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn the_temporary_files_a_crash_left_are_removed_and_nothing_else() {
+        let s = setup();
+        std::fs::write(s.workdir.join(".a.txt.orchex-tmp-7-0-1f"), "half").unwrap();
+        std::os::unix::fs::symlink("/", s.workdir.join(".a.txt.orchex-tmp-7-1-2f")).unwrap();
+        std::fs::write(s.workdir.join(".a.txt.swp"), "the user's").unwrap();
+        std::fs::write(s.workdir.join(".b.txt.orchex-tmp-7-2-3f"), "another file's").unwrap();
+        assert_eq!(remove_temporaries(&s.workdir, "a.txt"), 2);
+        assert!(s.workdir.join(".a.txt.swp").exists());
+        assert_eq!(leftovers(&s.workdir), [".b.txt.orchex-tmp-7-2-3f"]);
+        assert_eq!(read(&s, "a.txt"), "a0\n");
     }
 
     #[test]
