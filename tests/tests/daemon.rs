@@ -250,6 +250,21 @@ fn rollback_restores_the_branch_and_then_refuses() {
     git(&repo, &["fsck", "--strict"]);
 }
 
+fn wait_watching(daemon: &Daemon, name: &str) {
+    daemon.wait_for(
+        &format!("repository {name} to be watched"),
+        30,
+        |list| {
+            list["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|r| r["name"] == name && r["watcher"]["state"] == "watching")
+            })
+        },
+        "/api/repositories",
+    );
+}
+
 #[test]
 fn hot_reload_adds_a_repository_and_rejects_an_invalid_edit() {
     let (dir, daemon) = setup();
@@ -264,18 +279,7 @@ fn hot_reload_adds_a_repository_and_rejects_an_invalid_edit() {
         );
     }
     std::fs::write(&daemon.config, &text).unwrap();
-    daemon.wait_for(
-        "the new repository to be watched",
-        30,
-        |list| {
-            list["items"].as_array().is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|r| r["name"] == "web" && r["watcher"]["state"] == "watching")
-            })
-        },
-        "/api/repositories",
-    );
+    wait_watching(&daemon, "web");
     let broken = text.replace("rateLimitPerHour = 1000", "rateLimitPerHour = 0");
     std::fs::write(&daemon.config, broken).unwrap();
     let events = daemon.wait_for(
@@ -315,6 +319,36 @@ fn hot_reload_adds_a_repository_and_rejects_an_invalid_edit() {
         |config| config["optimizer"]["safety"]["rateLimitPerHour"] == 500,
         "/api/config",
     );
+
+    // A repository that is not one yet is reported; once it is, a reload
+    // that changes nothing in the files watches it.
+    let late = dir.path().join("late");
+    std::fs::create_dir_all(late.join("schema")).unwrap();
+    let text = text.replace("rateLimitPerHour = 1000", "rateLimitPerHour = 500");
+    std::fs::write(
+        &daemon.config,
+        format!(
+            "{text}\n[[repositories]]\nname = \"late\"\npath = \"{}\"\n",
+            late.display()
+        ),
+    )
+    .unwrap();
+    daemon.wait_for(
+        "a watcher_error for the directory that is not a repository",
+        30,
+        |list| {
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|e| e["repo"] == "late"))
+        },
+        "/api/events?kind=watcher_error",
+    );
+    git(&late, &["init", "-q", "-b", "main"]);
+    std::fs::write(late.join("schema/api.txt"), "v1\n").unwrap();
+    git(&late, &["add", "-A"]);
+    git(&late, &["commit", "-q", "-m", "initial"]);
+    daemon.signal("HUP");
+    wait_watching(&daemon, "late");
 }
 
 #[test]

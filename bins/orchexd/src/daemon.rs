@@ -420,10 +420,37 @@ async fn reload_loop(
                             .with_data(serde_json::json!({"error": error})),
                     );
                 }
+                // Nothing changed in the files, but what a service refused
+                // before may work now (a repository `git init`ed since, a
+                // token file written since): a reload is how an operator
+                // says so.
+                Ok(ReloadOutcome::Unchanged) => {
+                    retry_refused(&handle.current(), &monitor, &dashboard, &bus).await;
+                }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
+    }
+}
+
+/// Applies again what the running configuration asks for and a service
+/// could not do when it was applied: repositories the monitor could not
+/// watch (not a repository yet, unreadable), and the dashboard's policy
+/// (its token files are read again).
+async fn retry_refused(
+    config: &Config,
+    monitor: &Monitor,
+    dashboard: &Dashboard,
+    bus: &TelemetryBus,
+) {
+    for repository in &config.repositories {
+        if monitor.status(&repository.name).is_none() {
+            add_repository(monitor, bus, repository.clone()).await;
+        }
+    }
+    if let Err(err) = dashboard.apply_config(config) {
+        tracing::error!(%err, "the dashboard still refuses the configuration");
     }
 }
 
