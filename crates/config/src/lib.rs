@@ -33,7 +33,7 @@ mod schema;
 mod validate;
 
 pub use error::{ConfigError, Issue, Issues};
-pub use load::{ENV_PREFIX, Loaded, Loader, overrides_path};
+pub use load::{ENV_PREFIX, Loaded, Loader, REMOVED_REPOSITORIES, overrides_path};
 pub use reload::{ConfigHandle, FileWatchGuard, ReloadOutcome};
 
 /// The commented default configuration, as written by `orchexd` when no

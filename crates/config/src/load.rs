@@ -162,9 +162,11 @@ impl Loader {
                 file.entry(key.clone()).or_insert_with(|| value.clone());
             }
         }
+        let mut overrides = overrides.clone();
+        merge_repositories(&mut file_value, &mut overrides);
         let mut figment = Figment::from(Serialized::defaults(file_value));
-        if !is_empty_object(overrides) {
-            figment = figment.merge(Serialized::defaults(overrides));
+        if !is_empty_object(&overrides) {
+            figment = figment.merge(Serialized::defaults(&overrides));
         }
         if self.use_env {
             figment = figment.merge(
@@ -287,6 +289,59 @@ impl Loader {
             config.storage.path = base.join(&config.storage.path);
         }
     }
+}
+
+/// The overrides-file key naming the file's repositories that were removed
+/// through the API (`DELETE /api/repositories/{name}`).
+pub const REMOVED_REPOSITORIES: &str = "removedRepositories";
+
+/// Merges the overrides' repositories into the file's by name: an entry
+/// replaces the file's entry of the same name or is added, and the names
+/// under [`REMOVED_REPOSITORIES`] drop the file's entries. The overrides
+/// hold only what the API changed, so the file's own list stays the
+/// operator's: an entry edited, added or removed there later still counts.
+fn merge_repositories(file: &mut Value, overrides: &mut Value) {
+    let Value::Object(changes) = overrides else {
+        return;
+    };
+    let removed = changes.remove(REMOVED_REPOSITORIES);
+    let added = match changes.remove("repositories") {
+        Some(Value::Array(entries)) => entries,
+        // Not a list: left for validation to name.
+        Some(other) => {
+            changes.insert("repositories".to_owned(), other);
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    if removed.is_none() && added.is_empty() {
+        return;
+    }
+    let Value::Object(file) = file else {
+        return;
+    };
+    let name_of = |entry: &Value| entry.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut list: Vec<Value> = file
+        .get("repositories")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(Value::Array(names)) = &removed {
+        list.retain(|entry| {
+            name_of(entry).is_none_or(|name| !names.iter().any(|n| n.as_str() == Some(&name)))
+        });
+    }
+    for entry in added {
+        let name = name_of(&entry);
+        match list
+            .iter_mut()
+            .find(|existing| name.is_some() && name_of(existing) == name)
+        {
+            Some(slot) => *slot = entry,
+            None => list.push(entry),
+        }
+    }
+    file.insert("repositories".to_owned(), Value::Array(list));
 }
 
 fn configures_repositories(value: &Value) -> bool {

@@ -121,36 +121,39 @@ impl ConfigHandle {
     /// Nothing is written when the result would be invalid.
     pub fn patch(&self, update: &Value) -> Result<ReloadOutcome, ConfigError> {
         check_update(update)?;
-        let _guard = self
-            .inner
-            .update_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.patch_locked(update)
+        self.edit_overrides(|overrides, _, _| {
+            deep_merge(overrides, update);
+            Ok::<(), ConfigError>(())
+        })
     }
 
-    /// Like [`ConfigHandle::patch`], with the update built from the running
-    /// configuration while the update lock is held: two read-modify-write
-    /// changes (two repositories added at once, say) each see the other's
-    /// result, so neither is lost. `build` may refuse with its own error.
-    pub fn patch_with<E: From<ConfigError>>(
+    /// Edits the overrides file itself, under the update lock, so that two
+    /// read-modify-write changes (two repositories added at once, say) each
+    /// see the other's result and neither is lost. `edit` gets the
+    /// overrides (a JSON object), the running configuration and the
+    /// configuration without overrides, and may refuse with its own error.
+    /// The result is validated before anything is written, as for
+    /// [`ConfigHandle::patch`].
+    pub fn edit_overrides<E: From<ConfigError>>(
         &self,
-        build: impl FnOnce(&Config) -> Result<Value, E>,
+        edit: impl FnOnce(&mut Value, &Config, &Config) -> Result<(), E>,
     ) -> Result<ReloadOutcome, E> {
         let _guard = self
             .inner
             .update_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let update = build(&self.current())?;
-        check_update(&update)?;
-        Ok(self.patch_locked(&update)?)
-    }
-
-    fn patch_locked(&self, update: &Value) -> Result<ReloadOutcome, ConfigError> {
         let overrides_path = self.inner.loader.overrides_path();
         let mut overrides = read_overrides(overrides_path)?;
-        deep_merge(&mut overrides, update);
+        if !overrides.is_object() {
+            overrides = Value::Object(serde_json::Map::new());
+        }
+        let without = self
+            .inner
+            .loader
+            .load_with_overrides(&Value::Object(serde_json::Map::new()))?
+            .config;
+        edit(&mut overrides, &self.current(), &without)?;
         let loaded = self.inner.loader.load_with_overrides(&overrides)?;
         write_atomically(overrides_path, &overrides)?;
         let outcome = self.apply(loaded.config);

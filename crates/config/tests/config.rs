@@ -519,19 +519,23 @@ fn stored_rate_limit(loader: &Loader) -> u32 {
 #[test]
 fn concurrent_patches_built_from_the_current_config_lose_nothing() {
     let (dir, loader, handle) = rate_limited_at_ten();
-    let increment = |current: &Config| -> Result<serde_json::Value, ConfigError> {
+    let increment = |overrides: &mut serde_json::Value,
+                     current: &Config,
+                     _: &Config|
+     -> Result<(), ConfigError> {
         let next = current.optimizer.safety.rate_limit_per_hour + 1;
-        Ok(serde_json::json!({"optimizer": {"safety": {"rateLimitPerHour": next}}}))
+        overrides["optimizer"] = serde_json::json!({"safety": {"rateLimitPerHour": next}});
+        Ok(())
     };
     let mut second = None;
     handle
-        .patch_with(|current| {
+        .edit_overrides(|overrides, current, without| {
             let other = handle.clone();
-            second = Some(std::thread::spawn(move || other.patch_with(increment)));
+            second = Some(std::thread::spawn(move || other.edit_overrides(increment)));
             // Room for the second update to overtake this one, were the
-            // build not under the update lock.
+            // edit not under the update lock.
             std::thread::sleep(Duration::from_millis(100));
-            increment(current)
+            increment(overrides, current, without)
         })
         .unwrap();
     second.unwrap().join().unwrap().unwrap();
@@ -544,6 +548,65 @@ fn concurrent_patches_built_from_the_current_config_lose_nothing() {
     );
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     assert!(!dir.path().join("orchex.overrides.toml.tmp").exists());
+}
+
+/// What the API does to repositories lives in the overrides file as
+/// changes by name, so the file's own list stays the operator's: an entry
+/// edited or added there later still counts.
+#[test]
+fn repositories_in_the_overrides_merge_with_the_files_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = |name: &str, branch: &str| {
+        format!(
+            "[[repositories]]\nname = \"{name}\"\npath = \"{}\"\nbranch = \"{branch}\"\n",
+            dir.path().join(name).display()
+        )
+    };
+    let path = write(
+        dir.path(),
+        "orchex.toml",
+        &format!("{}{}", repo("a", "main"), repo("b", "main")),
+    );
+    write(
+        dir.path(),
+        "orchex.overrides.toml",
+        &format!("removedRepositories = [\"b\"]\n{}", repo("c", "main")),
+    );
+    let loader = Loader::new(&path).without_env();
+    let names = |config: &Config| -> Vec<(String, Option<String>)> {
+        config
+            .repositories
+            .iter()
+            .map(|r| (r.name.as_str().to_owned(), r.branch.clone()))
+            .collect()
+    };
+    let main = Some("main".to_owned());
+    assert_eq!(
+        names(&loader.load().unwrap().config),
+        [
+            ("a".to_owned(), main.clone()),
+            ("c".to_owned(), main.clone())
+        ]
+    );
+    // The operator edits `a` and adds `d` in the file afterwards.
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}{}",
+            repo("a", "dev"),
+            repo("b", "main"),
+            repo("d", "main")
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        names(&loader.load().unwrap().config),
+        [
+            ("a".to_owned(), Some("dev".to_owned())),
+            ("d".to_owned(), main.clone()),
+            ("c".to_owned(), main)
+        ]
+    );
 }
 
 #[test]

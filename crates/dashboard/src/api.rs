@@ -486,10 +486,24 @@ fn config_error(err: &orchex_config::ConfigError) -> ApiError {
     }
 }
 
-fn repositories_patch(repositories: &[Repository]) -> Result<serde_json::Value, ApiError> {
-    let list = serde_json::to_value(repositories)
-        .map_err(|e| ApiError::internal(format!("encoding repositories: {e}")))?;
-    Ok(serde_json::json!({ "repositories": list }))
+/// Edits the list under `key` of the overrides object, creating it when
+/// absent and removing it when left empty.
+fn edit_list(
+    overrides: &mut serde_json::Value,
+    key: &str,
+    edit: impl FnOnce(&mut Vec<serde_json::Value>),
+) {
+    let Some(map) = overrides.as_object_mut() else {
+        return;
+    };
+    let mut list = match map.remove(key) {
+        Some(serde_json::Value::Array(list)) => list,
+        _ => Vec::new(),
+    };
+    edit(&mut list);
+    if !list.is_empty() {
+        map.insert(key.to_owned(), serde_json::Value::Array(list));
+    }
 }
 
 /// Adds a repository to watch. The path is canonicalised and must be a git
@@ -544,7 +558,7 @@ pub(crate) async fn add_repository(
     };
     let handle = state.services().config.clone();
     tokio::task::spawn_blocking(move || {
-        handle.patch_with(|current| {
+        handle.edit_overrides(|overrides, current, _| {
             // Checked against the configuration of the moment, under the
             // update lock: a concurrent add or remove is seen, not undone.
             if current
@@ -568,9 +582,16 @@ pub(crate) async fn add_repository(
                     existing.name
                 )));
             }
-            let mut repositories = current.repositories.clone();
-            repositories.push(repository);
-            repositories_patch(&repositories)
+            let entry = serde_json::to_value(&repository)
+                .map_err(|e| ApiError::internal(format!("encoding the repository: {e}")))?;
+            let name = repository.name.as_str();
+            // Only the new entry goes into the overrides: the file's own
+            // list stays the operator's.
+            edit_list(overrides, orchex_config::REMOVED_REPOSITORIES, |names| {
+                names.retain(|n| n.as_str() != Some(name));
+            });
+            edit_list(overrides, "repositories", |entries| entries.push(entry));
+            Ok(())
         })
     })
     .await
@@ -606,19 +627,34 @@ pub(crate) async fn remove_repository(
     let handle = state.services().config.clone();
     let removed = name.clone();
     tokio::task::spawn_blocking(move || {
-        handle.patch_with(|current| {
-            let repositories: Vec<Repository> = current
+        handle.edit_overrides(|overrides, current, without_overrides| {
+            if !current
                 .repositories
                 .iter()
-                .filter(|r| r.name.as_str() != removed)
-                .cloned()
-                .collect();
-            if repositories.len() == current.repositories.len() {
+                .any(|r| r.name.as_str() == removed)
+            {
                 return Err(ApiError::not_found(format!(
                     "repository {removed} not found"
                 )));
             }
-            repositories_patch(&repositories)
+            edit_list(overrides, "repositories", |entries| {
+                entries
+                    .retain(|entry| entry.get("name").and_then(|n| n.as_str()) != Some(&removed));
+            });
+            // One the file itself lists is marked removed (the file is the
+            // operator's and is not rewritten).
+            if without_overrides
+                .repositories
+                .iter()
+                .any(|r| r.name.as_str() == removed)
+            {
+                edit_list(overrides, orchex_config::REMOVED_REPOSITORIES, |names| {
+                    if !names.iter().any(|n| n.as_str() == Some(&removed)) {
+                        names.push(serde_json::Value::from(removed.clone()));
+                    }
+                });
+            }
+            Ok(())
         })
     })
     .await

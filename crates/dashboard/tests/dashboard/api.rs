@@ -693,6 +693,44 @@ async fn repositories_are_added_checked_and_removed_through_the_config() {
         std::fs::read_to_string(orchex_config::overrides_path(&h.root.join("orchex.toml")))
             .unwrap();
     assert!(overrides.contains("web"), "{overrides}");
+    assert!(
+        !overrides.contains("name = \"api\""),
+        "only the API's change is in the overrides, not the file's list: {overrides}"
+    );
+
+    // Two adds at once: neither is lost.
+    let (one, two) = (
+        crate::support::repo_fixture(&h.root, "one"),
+        crate::support::repo_fixture(&h.root, "two"),
+    );
+    let add = |name: &'static str, path: &std::path::Path| {
+        let body = serde_json::json!({"name": name, "path": path.display().to_string()});
+        let h = &h;
+        async move { h.post("/api/repositories", Some(ADMIN), body).await.0 }
+    };
+    let (first, second) = tokio::join!(add("one", &one), add("two", &two));
+    assert_eq!((first, second), (201, 201));
+    let (_, list) = h.get("/api/repositories", Some(READER)).await;
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["api", "one", "two", "web"]);
+    for name in ["one", "two"] {
+        let (status, _, _) = h
+            .send(
+                "DELETE",
+                &format!("/api/repositories/{name}"),
+                Some(ADMIN),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
 
     let (status, _, _) = h
         .send("DELETE", "/api/repositories/web", Some(ADMIN), None, &[])
