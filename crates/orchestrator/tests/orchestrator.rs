@@ -650,12 +650,7 @@ async fn a_rollback_cut_short_is_finished_by_recovery() {
 /// already is not taken for a change made since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worktree_rollback_cut_short_is_finished_by_recovery() {
-    let h = Harness::new(|config, _| {
-        let mut p = pipeline("fix", "echo v2 > schema/api.txt; echo new > added.txt");
-        p.deliver = Delivery::Worktree;
-        config.pipelines.push(p);
-    })
-    .await;
+    let h = worktree_harness("fix", "echo v2 > schema/api.txt; echo new > added.txt").await;
     let repo = h.repo();
     h.start();
     let job = h.wait_final(h.run("fix").await.remove(0).id).await;
@@ -704,26 +699,21 @@ async fn running_job_of_a_dead_daemon(h: &Harness, pipeline: &str) -> Job {
     claimed
 }
 
-/// A worktree delivery cut short by a crash, whose undo cannot write one of
-/// the files back: what can be put back is, and the job is failed with the
-/// file named instead of being run again (a re-run would snapshot the
-/// half-applied tree as the user's and replace the backups of what the
-/// user had).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_worktree_delivery_that_cannot_be_undone_fails_and_keeps_its_backups() {
-    use orchex_store::BackupStore as _;
-    let h = Harness::new(|config, _| {
-        let mut p = pipeline(
-            "fix",
-            "echo v2 > schema/api.txt; mkdir -p gen; echo new > gen/out.txt",
-        );
+/// A harness with one worktree-delivery pipeline `name` running `script`.
+async fn worktree_harness(name: &str, script: &str) -> Harness {
+    let (name, script) = (name.to_owned(), script.to_owned());
+    Harness::new(move |config, _| {
+        let mut p = pipeline(&name, &script);
         p.deliver = Delivery::Worktree;
         config.pipelines.push(p);
     })
-    .await;
-    let repo = h.repo();
+    .await
+}
+
+/// Runs `pipeline` once to success on a started harness, then stops it.
+async fn deliver_once(h: &Harness, pipeline: &str) -> Job {
     h.start();
-    let delivered = h.wait_final(h.run("fix").await.remove(0).id).await;
+    let delivered = h.wait_final(h.run(pipeline).await.remove(0).id).await;
     assert_eq!(
         delivered.state(),
         JobState::Succeeded,
@@ -731,9 +721,14 @@ async fn an_interrupted_worktree_delivery_that_cannot_be_undone_fails_and_keeps_
         delivered.error
     );
     h.orchestrator.stop(Duration::from_secs(5)).await;
+    delivered
+}
 
-    // The same delivery, as a job that was running it when the daemon died.
-    let job = running_job_of_a_dead_daemon(&h, "fix").await;
+/// A job of `delivered`'s pipeline caught by a crash in the middle of the
+/// same delivery: running, with its intent (record and backups) stored.
+async fn cut_short_like(h: &Harness, delivered: &Job) -> (Job, Vec<orchex_store::Backup>) {
+    use orchex_store::BackupStore as _;
+    let job = running_job_of_a_dead_daemon(h, &delivered.pipeline).await;
     let backups = h.store.backups(delivered.id).await.unwrap();
     h.store.put_backups(job.id, backups.clone()).await.unwrap();
     h.store
@@ -743,6 +738,53 @@ async fn an_interrupted_worktree_delivery_that_cannot_be_undone_fails_and_keeps_
         )
         .await
         .unwrap();
+    (job, backups)
+}
+
+/// A worktree delivery that only made a file executable, cut short by a
+/// crash: recovery takes the mode back too (the content alone says nothing
+/// changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_mode_only_delivery_is_undone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let h = worktree_harness("chmod", "chmod +x schema/api.txt").await;
+    let repo = h.repo();
+    let mode = |repo: &Path| {
+        std::fs::metadata(repo.join("schema/api.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let before = mode(&repo);
+    let delivered = deliver_once(&h, "chmod").await;
+    assert_ne!(mode(&repo), before, "the job made the file executable");
+
+    cut_short_like(&h, &delivered).await;
+    let summary = h.orchestrator.recover().await.unwrap();
+    assert_eq!(summary.undone_deliveries, 1, "{summary:?}");
+    assert_eq!(mode(&repo), before);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+}
+
+/// A worktree delivery cut short by a crash, whose undo cannot write one of
+/// the files back: what can be put back is, and the job is failed with the
+/// file named instead of being run again (a re-run would snapshot the
+/// half-applied tree as the user's and replace the backups of what the
+/// user had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_worktree_delivery_that_cannot_be_undone_fails_and_keeps_its_backups() {
+    use orchex_store::BackupStore as _;
+    let h = worktree_harness(
+        "fix",
+        "echo v2 > schema/api.txt; mkdir -p gen; echo new > gen/out.txt",
+    )
+    .await;
+    let repo = h.repo();
+    let delivered = deliver_once(&h, "fix").await;
+
+    // The same delivery, as a job that was running it when the daemon died.
+    let (job, backups) = cut_short_like(&h, &delivered).await;
     // Before the restart, `gen` became a file: gen/out.txt can be neither
     // read nor written back.
     std::fs::remove_dir_all(repo.join("gen")).unwrap();

@@ -533,6 +533,17 @@ fn replace_with(
     result
 }
 
+/// Whether the file at `target` has other permission bits than the backup's
+/// `mode` (a regular file's; a link has none of its own).
+fn mode_differs(target: &Path, mode: Option<u32>) -> bool {
+    let Some(mode) = mode.filter(|mode| *mode != 0o120_000) else {
+        return false;
+    };
+    std::fs::symlink_metadata(target).is_ok_and(|meta| {
+        meta.file_type().is_file() && meta.permissions().mode() & 0o7777 != mode & 0o7777
+    })
+}
+
 /// Removes the temporary files a crash left beside `workdir/path` (a write
 /// or a restore that never reached its rename). Returns how many.
 fn remove_temporaries(workdir: &Path, path: &str) -> usize {
@@ -888,8 +899,11 @@ pub(crate) async fn undo_interrupted_delivery(
                     };
                     let previous_hash = previous.as_deref().map(super::workspace::sha256_hex);
                     // Only files that hold what the job wrote, and were
-                    // actually changed by it, are put back.
-                    if &current == written && current != previous_hash {
+                    // actually changed by it (content, or only the mode:
+                    // a `chmod +x`), are put back.
+                    if &current == written
+                        && (current != previous_hash || mode_differs(&workdir.join(path), *mode))
+                    {
                         match restore_file(&workdir, path, previous.as_deref(), *mode) {
                             Ok(()) => restored += 1,
                             Err(e) => failures.push(format!("{path} ({e})")),
