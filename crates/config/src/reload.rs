@@ -121,7 +121,7 @@ impl ConfigHandle {
     /// Nothing is written when the result would be invalid.
     pub fn patch(&self, update: &Value) -> Result<ReloadOutcome, ConfigError> {
         check_update(update)?;
-        self.edit_overrides(|overrides, _, _| {
+        self.edit_overrides(|overrides, _| {
             deep_merge(overrides, update);
             Ok::<(), ConfigError>(())
         })
@@ -130,13 +130,13 @@ impl ConfigHandle {
     /// Edits the overrides file itself, under the update lock, so that two
     /// read-modify-write changes (two repositories added at once, say) each
     /// see the other's result and neither is lost. `edit` gets the
-    /// overrides (a JSON object), the running configuration and the
-    /// configuration without overrides, and may refuse with its own error.
+    /// overrides (a JSON object) and the running configuration, and may
+    /// refuse with its own error.
     /// The result is validated before anything is written, as for
     /// [`ConfigHandle::patch`].
     pub fn edit_overrides<E: From<ConfigError>>(
         &self,
-        edit: impl FnOnce(&mut Value, &Config, &Config) -> Result<(), E>,
+        edit: impl FnOnce(&mut Value, &Config) -> Result<(), E>,
     ) -> Result<ReloadOutcome, E> {
         let _guard = self
             .inner
@@ -148,17 +148,24 @@ impl ConfigHandle {
         if !overrides.is_object() {
             overrides = Value::Object(serde_json::Map::new());
         }
-        let without = self
-            .inner
-            .loader
-            .load_with_overrides(&Value::Object(serde_json::Map::new()))?
-            .config;
-        edit(&mut overrides, &self.current(), &without)?;
+        edit(&mut overrides, &self.current())?;
         let loaded = self.inner.loader.load_with_overrides(&overrides)?;
         write_atomically(overrides_path, &overrides)?;
         let outcome = self.apply(loaded.config);
         let _ = self.inner.outcomes.send(outcome.clone());
         Ok(outcome)
+    }
+
+    /// The configuration the files and the environment give without the
+    /// overrides file (what the operator's file itself lists). Takes no
+    /// lock, so it may be called from an [`ConfigHandle::edit_overrides`]
+    /// edit.
+    pub fn load_without_overrides(&self) -> Result<Config, ConfigError> {
+        Ok(self
+            .inner
+            .loader
+            .load_with_overrides(&Value::Object(serde_json::Map::new()))?
+            .config)
     }
 
     fn apply(&self, config: Config) -> ReloadOutcome {

@@ -519,23 +519,21 @@ fn stored_rate_limit(loader: &Loader) -> u32 {
 #[test]
 fn concurrent_patches_built_from_the_current_config_lose_nothing() {
     let (dir, loader, handle) = rate_limited_at_ten();
-    let increment = |overrides: &mut serde_json::Value,
-                     current: &Config,
-                     _: &Config|
-     -> Result<(), ConfigError> {
-        let next = current.optimizer.safety.rate_limit_per_hour + 1;
-        overrides["optimizer"] = serde_json::json!({"safety": {"rateLimitPerHour": next}});
-        Ok(())
-    };
+    let increment =
+        |overrides: &mut serde_json::Value, current: &Config| -> Result<(), ConfigError> {
+            let next = current.optimizer.safety.rate_limit_per_hour + 1;
+            overrides["optimizer"] = serde_json::json!({"safety": {"rateLimitPerHour": next}});
+            Ok(())
+        };
     let mut second = None;
     handle
-        .edit_overrides(|overrides, current, without| {
+        .edit_overrides(|overrides, current| {
             let other = handle.clone();
             second = Some(std::thread::spawn(move || other.edit_overrides(increment)));
             // Room for the second update to overtake this one, were the
             // edit not under the update lock.
             std::thread::sleep(Duration::from_millis(100));
-            increment(overrides, current, without)
+            increment(overrides, current)
         })
         .unwrap();
     second.unwrap().join().unwrap().unwrap();

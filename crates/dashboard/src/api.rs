@@ -558,7 +558,7 @@ pub(crate) async fn add_repository(
     };
     let handle = state.services().config.clone();
     tokio::task::spawn_blocking(move || {
-        handle.edit_overrides(|overrides, current, _| {
+        handle.edit_overrides(|overrides, current| {
             // Checked against the configuration of the moment, under the
             // update lock: a concurrent add or remove is seen, not undone.
             if current
@@ -627,7 +627,7 @@ pub(crate) async fn remove_repository(
     let handle = state.services().config.clone();
     let removed = name.clone();
     tokio::task::spawn_blocking(move || {
-        handle.edit_overrides(|overrides, current, without_overrides| {
+        handle.edit_overrides(|overrides, current| {
             if !current
                 .repositories
                 .iter()
@@ -643,7 +643,8 @@ pub(crate) async fn remove_repository(
             });
             // One the file itself lists is marked removed (the file is the
             // operator's and is not rewritten).
-            if without_overrides
+            if handle
+                .load_without_overrides()?
                 .repositories
                 .iter()
                 .any(|r| r.name.as_str() == removed)
